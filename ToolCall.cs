@@ -1,0 +1,1416 @@
+// ToolCall.cs: function calling (tool use) over an OpenAI-compatible Chat Completions API, in four steps.
+//
+//   Step 1  Send the messages plus `tools`: each function's name, description and JSON-schema parameters.
+//   Step 2  The model may answer not with text but with message.tool_calls:
+//           [{"id", "type": "function", "function": {"name", "arguments"}}], where `arguments` is a JSON *string*.
+//   Step 3  Run each function yourself. Append the model's assistant message (the one carrying tool_calls)
+//           to the history FIRST, then one role:"tool" message per call with its tool_call_id and the result.
+//   Step 4  Send the history again. The model answers with text, or asks for more tools (back to step 2, with a limit).
+//
+// Read it top to bottom: your functions, the four steps, the HTTP call and the helpers the steps use, the command
+// line, and last, clearly marked, a replay server that answers from recorded responses ("cassettes") so the demo
+// and the tests run offline. Only the .NET base class library: HttpClient and System.Text.Json.Nodes.
+//
+//   dotnet run ToolCall.cs -- --replay weather.json                      offline, from a cassette beside this file
+//   OPENAI_API_KEY=... dotnet run ToolCall.cs -- "Weather in Paris?"      live, against the OpenAI API
+//   dotnet run ToolCall.cs -- --base-url http://localhost:11434/v1 --model llama3.2   any OpenAI-compatible server
+
+using System;
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading;
+using System.Threading.Tasks;
+
+return await Cli.MainAsync(args);
+
+// =====================================================================================================================
+// Your functions. The model never runs them: it only asks you to, by name, with JSON arguments.
+// =====================================================================================================================
+
+/// <summary>A function the model may call: what the model is told (name, description, JSON schema) and your code.</summary>
+sealed record Tool(string Name, string Description, JsonObject Parameters, Func<JsonObject, string> Run);
+
+static class DemoTools
+{
+    // In real life this would call a weather service; a fixed sentence keeps the flow easy to follow.
+    public static string GetWeather(string city) => $"It's currently +18°C and partly cloudy in {city}";
+
+    public static Tool[] Create() =>
+    [
+        new Tool(
+            Name: "get_weather",
+            Description: "Returns the current weather in the given city",
+            Parameters: new JsonObject
+            {
+                ["type"] = "object",
+                ["properties"] = new JsonObject
+                {
+                    ["city"] = new JsonObject { ["type"] = "string", ["description"] = "City name, e.g. \"London\"" },
+                },
+                ["required"] = new JsonArray("city"),
+            },
+            // The arguments were checked against the schema above before this runs (see ToolCalling.RunToolCall).
+            Run: arguments => GetWeather(arguments["city"]!.GetValue<string>())),
+    ];
+}
+
+// =====================================================================================================================
+// The four steps
+// =====================================================================================================================
+
+static class ToolCalling
+{
+    /// <summary>Runs the whole flow for one question and returns the model's final text.</summary>
+    public static async Task<string> RunAsync(
+        ChatClient chat, string model, string question, IReadOnlyList<Tool> tools, int maxRounds, StepLog log,
+        CancellationToken cancellationToken)
+    {
+        // Step 1: send the question and the tools. The request object *is* the conversation: step 3 appends to its
+        // `messages` and step 4 sends the same object again, so the history can never drift from what was sent.
+        var messages = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question });
+        var request = new JsonObject
+        {
+            ["model"] = model,
+            ["messages"] = messages,
+            ["tools"] = ToolDefinitions(tools),
+        };
+        log.Step(1, $"POST {chat.Url}: 1 message, tools: {string.Join(", ", tools.Select(t => t.Name))}");
+        JsonObject response = await chat.PostAsync(request, cancellationToken);
+
+        for (int round = 1; ; round++)
+        {
+            // Step 2: read choices[0].message. Decide on the presence of tool_calls, not on finish_reason: some
+            // OpenAI-compatible servers answer "stop" (or nothing) while the message carries tool calls.
+            (JsonObject message, string finishReason) = TakeFirstMessage(response);
+            int step = round == 1 ? 2 : 4; // the reply to step 1 is read in step 2; every later reply is step 4's
+            if (message["tool_calls"] is not JsonArray { Count: > 0 } calls)
+            {
+                log.Step(step, $"the model answers with text (finish_reason \"{finishReason}\"{chat.LastUsage})");
+                return FinalText(message, log);
+            }
+            log.Step(step, $"the model asks for {Plural(calls.Count, "tool call")} (finish_reason \"{finishReason}\"{chat.LastUsage})");
+            if (round > maxRounds)
+                throw new FlowException(
+                    $"the model still asks for tools after {Plural(maxRounds, "round")} of tool calls (--max-rounds {maxRounds}); " +
+                    "stopping. Raise --max-rounds if the task needs more rounds.");
+
+            // Step 3: the assistant message goes into the history first: the API rejects tool results that do not
+            // follow the message that asked for them. Then one role:"tool" message per call, in the calls' order;
+            // leave one call unanswered and the next request fails.
+            CompleteForHistory(calls, round);
+            messages.Add((JsonNode)message); // (JsonNode) picks Add(JsonNode), the reflection-free overload (Native AOT)
+            foreach (JsonObject call in calls.Cast<JsonObject>())
+            {
+                string id = call["id"]!.GetValue<string>();
+                JsonObject function = (JsonObject)call["function"]!;
+                string name = Json.String(function["name"]) ?? "";
+                string result = RunToolCall(name, function["arguments"], tools);
+                log.Step(3, $"{name}({Json.String(function["arguments"])}) -> {result}");
+                JsonNode toolMessage = new JsonObject { ["role"] = "tool", ["tool_call_id"] = id, ["content"] = result };
+                messages.Add(toolMessage);
+            }
+
+            // Step 4: send the whole history again. The reply goes back to step 2: text ends the flow, more tool calls
+            // start another round.
+            log.Step(4, $"POST {chat.Url}: {Plural(messages.Count, "message")} ({HistoryShape(messages)})");
+            response = await chat.PostAsync(request, cancellationToken);
+        }
+    }
+
+    /// <summary>The `tools` array of step 1: {"type":"function","function":{name, description, parameters}}.</summary>
+    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools)
+    {
+        var definitions = new JsonArray();
+        foreach (Tool tool in tools)
+        {
+            JsonNode definition = new JsonObject
+            {
+                ["type"] = "function",
+                ["function"] = new JsonObject
+                {
+                    ["name"] = tool.Name,
+                    ["description"] = tool.Description,
+                    ["parameters"] = tool.Parameters.DeepClone(), // a JSON node has one parent; each request gets its copy
+                },
+            };
+            definitions.Add(definition);
+        }
+        return definitions;
+    }
+
+    /// <summary>Step 2's read: choices[0].message, detached from the response so that step 3 can append it as is.</summary>
+    static (JsonObject Message, string FinishReason) TakeFirstMessage(JsonObject response)
+    {
+        if (response["choices"] is not JsonArray { Count: > 0 } choices || choices[0] is not JsonObject choice)
+            throw new FlowException("the response has no choices, so there is no message to read. Try the request again.");
+        if (choice["message"] is not JsonObject message)
+            throw new FlowException("the response's choices[0] has no message object.");
+        choice.Remove("message"); // detach: it is about to become part of the history
+        return (message, Json.String(choice["finish_reason"]) ?? "missing");
+    }
+
+    /// <summary>
+    /// Completes, in place, what a history message must carry and some servers leave out. Everything else stays as
+    /// received. The real API requires of each call an id (to pair it with its tool message), a type and `arguments`
+    /// as a string. A missing, empty or repeated id gets a generated one; it is deterministic (round and position),
+    /// so a replayed run sends the same bytes every time.
+    /// </summary>
+    static void CompleteForHistory(JsonArray calls, int round)
+    {
+        var ids = new HashSet<string>();
+        for (int i = 0; i < calls.Count; i++)
+        {
+            if (calls[i] is not JsonObject call || call["function"] is not JsonObject function)
+                throw new FlowException($"tool_calls[{i}] in the model's reply has no function object; the reply is malformed.");
+            string? id = Json.String(call["id"]);
+            if (string.IsNullOrEmpty(id) || !ids.Add(id))
+            {
+                id = $"call_{round}_{i}";
+                call["id"] = id;
+                ids.Add(id);
+            }
+            call["type"] ??= "function";
+            function["arguments"] = function["arguments"] switch
+            {
+                null => "{}",                                                 // omitted for a function without parameters
+                JsonValue value when value.GetValueKind() == JsonValueKind.String => value,
+                JsonNode other => Json.Compact(other),                        // an object instead of its JSON string
+            };
+        }
+    }
+
+    /// <summary>
+    /// Runs one call and returns the content of its tool message. A bad call never breaks the history: the model
+    /// reads what went wrong and can try again.
+    /// </summary>
+    public static string RunToolCall(string name, JsonNode? arguments, IReadOnlyList<Tool> tools)
+    {
+        Tool? tool = tools.FirstOrDefault(t => t.Name == name);
+        if (tool is null)
+            return $"Error: unknown function '{name}'. Available functions: {string.Join(", ", tools.Select(t => t.Name))}.";
+
+        // `arguments` is a JSON string: parse it. The model writes it, so it may not be valid JSON, and it may not
+        // match the schema; check both before your code sees it.
+        JsonNode? parsed;
+        try
+        {
+            string text = Json.String(arguments) ?? "";
+            parsed = string.IsNullOrWhiteSpace(text) ? new JsonObject() : JsonNode.Parse(text);
+        }
+        catch (JsonException e)
+        {
+            return $"Error: the arguments for {name} are not valid JSON ({FirstSentence(e.Message)}). " +
+                   "Send a JSON object that matches the function's parameters.";
+        }
+        if (parsed is not JsonObject args)
+            return $"Error: the arguments for {name} must be a JSON object, not {Schema.KindName(parsed)}.";
+        if (Schema.FirstProblem(args, tool.Parameters, "") is string problem)
+            return $"Error: {name}: {problem}.";
+
+        try
+        {
+            return tool.Run(args);
+        }
+        catch (Exception e)
+        {
+            return $"Error: {name} failed: {e.Message}";
+        }
+    }
+
+    /// <summary>The answer of a message without tool calls: its content, or its refusal if the model refused.</summary>
+    static string FinalText(JsonObject message, StepLog log)
+    {
+        if (Json.String(message["content"]) is { Length: > 0 } content)
+            return content;
+        if (Json.String(message["refusal"]) is { Length: > 0 } refusal)
+        {
+            log.Info("The model refused; its refusal is printed as the answer.");
+            return refusal;
+        }
+        throw new FlowException("the model's message has neither text content nor tool_calls, so there is no answer to print.");
+    }
+
+    static string HistoryShape(JsonArray messages) =>
+        string.Join(", ", messages.Select(m => Json.String(m?["role"]) switch
+        {
+            "assistant" when m!["tool_calls"] is JsonArray calls => $"assistant with {Plural(calls.Count, "tool call")}",
+            string role => role,
+            null => "?",
+        }));
+
+    internal static string Plural(int count, string noun) => count == 1 ? $"1 {noun}" : $"{count} {noun}s";
+
+    static string FirstSentence(string text) => text.Split(". ")[0].TrimEnd('.');
+}
+
+// =====================================================================================================================
+// The HTTP call: one POST of a JSON body to {base}/chat/completions, the JSON response back.
+// =====================================================================================================================
+
+sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog log, Recorder? recorder = null)
+{
+    public Uri Url { get; } = new(baseUrl.TrimEnd('/') + "/chat/completions");
+
+    /// <summary>Token usage of the last response, as text for the step log ("" when the server reports none).</summary>
+    public string LastUsage { get; private set; } = "";
+
+    public int Requests { get; private set; }
+    public long PromptTokens { get; private set; }
+    public long CompletionTokens { get; private set; }
+
+    public async Task<JsonObject> PostAsync(JsonObject body, CancellationToken cancellationToken)
+    {
+        // Serialize once, straight to UTF-8: the same bytes go on the wire, into the trace and into a recording.
+        ReadOnlyMemory<byte> bytes = Json.Utf8(body);
+        log.Trace($"POST {Url}" + (apiKey is null ? "" : "\nAuthorization: Bearer [redacted]"), body);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, Url) { Content = new ReadOnlyMemoryContent(bytes) };
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        if (apiKey is not null)
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+
+        using IDisposable? waiting = log.ShowWaiting();
+        using HttpResponseMessage response = await SendAsync(request, cancellationToken);
+        Requests++;
+        int status = (int)response.StatusCode;
+        if (!response.IsSuccessStatusCode)
+        {
+            // Error bodies are small; read them as text so a proxy's HTML page can be shown too.
+            string text = await response.Content.ReadAsStringAsync(cancellationToken);
+            JsonNode? error = Json.TryParse(text);
+            recorder?.Add(bytes, status, error ?? JsonValue.Create(text));
+            log.Trace($"HTTP {status}", error ?? JsonValue.Create(text));
+            throw new FlowException(ApiError.Describe(status, response.ReasonPhrase, error, text));
+        }
+
+        JsonNode? json;
+        try
+        {
+            // Parse straight from the response stream: no intermediate string.
+            await using Stream stream = await response.Content.ReadAsStreamAsync(cancellationToken);
+            json = await JsonNode.ParseAsync(stream, cancellationToken: cancellationToken);
+        }
+        catch (JsonException e)
+        {
+            throw new FlowException($"HTTP {status}, but the response body is not valid JSON ({e.Message}).");
+        }
+        recorder?.Add(bytes, status, json);
+        log.Trace($"HTTP {status}", json);
+        if (json is not JsonObject completion)
+            throw new FlowException($"HTTP {status}, but the response body is not a JSON object.");
+        CountUsage(completion["usage"]);
+        return completion;
+    }
+
+    async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new FlowException($"could not reach {Url} ({e.Message}). Check the base URL and that the server is running.");
+        }
+        catch (TaskCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new FlowException($"no response from {Url} within {http.Timeout.TotalSeconds:0} seconds.");
+        }
+    }
+
+    void CountUsage(JsonNode? usage)
+    {
+        if (usage?["prompt_tokens"] is not JsonValue prompt || usage["completion_tokens"] is not JsonValue completion)
+        {
+            LastUsage = "";
+            return;
+        }
+        long input = prompt.GetValue<long>(), output = completion.GetValue<long>();
+        PromptTokens += input;
+        CompletionTokens += output;
+        LastUsage = $"; tokens: {input} in, {output} out";
+    }
+}
+
+/// <summary>The API's own error shape: {"error": {"message", "type", "param", "code"}}.</summary>
+static class ApiError
+{
+    public static JsonObject Create(string message, string type = "invalid_request_error", string? param = null, string? code = null) =>
+        new() { ["error"] = new JsonObject { ["message"] = message, ["type"] = type, ["param"] = param, ["code"] = code } };
+
+    /// <summary>One line for a failed request: the HTTP status and, when the body has one, the API's own message.</summary>
+    public static string Describe(int status, string? reason, JsonNode? body, string text)
+    {
+        string head = $"HTTP {status} {reason}".TrimEnd();
+        string? message = Json.String(body?["error"]?["message"]) ?? Json.String(body?["message"]);
+        if (message is not null)
+            return $"{head}: {message}";
+        string snippet = text.Length > 200 ? text[..200] + "…" : text;
+        return snippet.Length == 0 ? $"{head} with an empty body." : $"{head}: {snippet.ReplaceLineEndings(" ")}";
+    }
+}
+
+// =====================================================================================================================
+// Helpers the steps use: checking arguments against the schema, JSON in and out, the step log.
+// =====================================================================================================================
+
+/// <summary>
+/// The part of JSON Schema that function parameters use in practice: type, enum, required, properties, items.
+/// The model may leave out a required argument or send the wrong type, so check before your code runs.
+/// </summary>
+static class Schema
+{
+    /// <summary>The first way `value` breaks `schema`, as a sentence for the model, or null when it fits.</summary>
+    public static string? FirstProblem(JsonNode? value, JsonObject schema, string path)
+    {
+        string where = path.Length == 0 ? "the arguments" : $"argument '{path}'";
+        if (schema["type"] is JsonNode type && !TypeMatches(value, type))
+            return $"{where} must be {Describe(type)}, not {KindName(value)}";
+        if (schema["enum"] is JsonArray allowed && !allowed.Any(a => JsonNode.DeepEquals(a, value)))
+            return $"{where} must be one of {Json.Compact(allowed)}, not {Json.Compact(value)}";
+        if (value is JsonObject obj)
+        {
+            JsonObject properties = schema["properties"] as JsonObject ?? [];
+            foreach (JsonNode? required in schema["required"] as JsonArray ?? [])
+            {
+                string name = Json.String(required) ?? "";
+                if (!obj.ContainsKey(name))
+                {
+                    string hint = properties[name]?["type"] is JsonNode t ? $" ({Describe(t)})" : "";
+                    return $"missing required argument '{Join(path, name)}'{hint}";
+                }
+            }
+            foreach ((string name, JsonNode? propertyValue) in obj)
+            {
+                if (properties[name] is JsonObject propertySchema &&
+                    FirstProblem(propertyValue, propertySchema, Join(path, name)) is string problem)
+                    return problem;
+            }
+        }
+        if (value is JsonArray array && schema["items"] is JsonObject itemSchema)
+        {
+            for (int i = 0; i < array.Count; i++)
+            {
+                if (FirstProblem(array[i], itemSchema, $"{path}[{i}]") is string problem)
+                    return problem;
+            }
+        }
+        return null;
+    }
+
+    static bool TypeMatches(JsonNode? value, JsonNode type) => type switch
+    {
+        JsonArray anyOf => anyOf.Any(t => t is not null && TypeMatches(value, t)),
+        _ => Json.String(type) switch
+        {
+            "object" => value is JsonObject,
+            "array" => value is JsonArray,
+            "string" => value?.GetValueKind() == JsonValueKind.String,
+            "boolean" => value?.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
+            "number" => value?.GetValueKind() == JsonValueKind.Number,
+            "integer" => value?.GetValueKind() == JsonValueKind.Number && value.GetValue<double>() % 1 == 0,
+            "null" => value is null,
+            _ => true, // a type this check does not know: let the function decide
+        },
+    };
+
+    static string Describe(JsonNode type) => type is JsonArray anyOf
+        ? string.Join(" or ", anyOf.Select(t => Describe(t!)))
+        : Json.String(type) switch { "object" => "an object", "array" => "an array", "integer" => "an integer", string t => $"a {t}", null => "?" };
+
+    public static string KindName(JsonNode? value) => value?.GetValueKind() switch
+    {
+        null or JsonValueKind.Null => "null",
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        _ => "a boolean",
+    };
+
+    static string Join(string path, string name) => path.Length == 0 ? name : $"{path}.{name}";
+}
+
+static class Json
+{
+    // Relaxed escaping writes "°", "'" and "+" as themselves instead of \u00B0, \u0027 and \u002B: still valid JSON
+    // (the strict default only matters for JSON embedded in HTML), and readable on the wire and in cassettes.
+    static readonly JsonWriterOptions CompactOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    static readonly JsonWriterOptions IndentedOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, Indented = true };
+
+    public static ReadOnlyMemory<byte> Utf8(JsonNode node, bool indented = false)
+    {
+        var buffer = new ArrayBufferWriter<byte>(1024);
+        using (var writer = new Utf8JsonWriter(buffer, indented ? IndentedOptions : CompactOptions))
+            node.WriteTo(writer);
+        return buffer.WrittenMemory;
+    }
+
+    public static string Compact(JsonNode? node) => node is null ? "null" : Encoding.UTF8.GetString(Utf8(node).Span);
+
+    public static string Indented(JsonNode? node) => node is null ? "null" : Encoding.UTF8.GetString(Utf8(node, indented: true).Span);
+
+    /// <summary>The string in a JSON string value, else null (for a number, an object, null or nothing).</summary>
+    public static string? String(JsonNode? node) =>
+        node is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>() : null;
+
+    public static JsonNode? TryParse(string text)
+    {
+        try
+        {
+            return JsonNode.Parse(text);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+}
+
+/// <summary>The step log on stderr: what each step sent and received. stdout carries only the answer.</summary>
+sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = false)
+{
+    public static readonly StepLog Silent = new(TextWriter.Null);
+
+    public void Step(int step, string text) => stderr.WriteLine($"Step {step}: {text}");
+
+    public void Info(string text) => stderr.WriteLine(text);
+
+    /// <summary>With --trace: the full JSON of each request and response.</summary>
+    public void Trace(string title, JsonNode? json)
+    {
+        if (trace)
+            stderr.WriteLine($"--- {title}\n{Json.Indented(json)}");
+    }
+
+    /// <summary>On a terminal only (never in a pipe or CI): how long the model has been thinking.</summary>
+    public IDisposable? ShowWaiting() => interactive ? new WaitingLine(stderr) : null;
+
+    sealed class WaitingLine : IDisposable
+    {
+        readonly TextWriter stderr;
+        readonly Stopwatch elapsed = Stopwatch.StartNew();
+        readonly Timer timer;
+        readonly Lock gate = new();
+        bool shown;
+
+        public WaitingLine(TextWriter stderr)
+        {
+            this.stderr = stderr;
+            timer = new Timer(_ => Tick(), null, TimeSpan.FromMilliseconds(500), TimeSpan.FromMilliseconds(100));
+        }
+
+        void Tick()
+        {
+            lock (gate)
+            {
+                stderr.Write($"\r  waiting for the model... {elapsed.Elapsed.TotalSeconds:0.0}s ");
+                stderr.Flush();
+                shown = true;
+            }
+        }
+
+        public void Dispose()
+        {
+            timer.Dispose();
+            lock (gate)
+            {
+                if (shown)
+                    stderr.Write("\r" + new string(' ', 40) + "\r");
+                shown = false;
+            }
+        }
+    }
+}
+
+/// <summary>An expected failure of the flow or the API: one line on stderr, exit code 1.</summary>
+sealed class FlowException(string message) : Exception(message);
+
+/// <summary>A mistake in how the program was called: one line on stderr, exit code 2.</summary>
+sealed class UsageException(string message) : Exception(message);
+
+// =====================================================================================================================
+// The command line
+// =====================================================================================================================
+
+static class Cli
+{
+    public const string DefaultQuestion = "What's the weather in London right now?";
+    public const string DefaultModel = "gpt-4o-mini";
+    public const string OpenAIBaseUrl = "https://api.openai.com/v1";
+
+    public const string Help = """
+        ToolCall: LLM function calling in four explicit steps, over an OpenAI-compatible Chat Completions API.
+
+        Usage:
+          ToolCall [QUESTION] [options]        ask QUESTION (default: "What's the weather in London right now?")
+          ToolCall serve CASSETTE [--port N]   serve a cassette as a local API; prints its base URL
+
+        Where it goes:
+          With neither OPENAI_API_KEY nor a base URL, it replays cassettes/weather.json offline on a local
+          port. Otherwise it is live: against --base-url or OPENAI_BASE_URL (default https://api.openai.com/v1).
+          The key is read only from OPENAI_API_KEY; a key is optional when a base URL is given.
+
+        Options:
+          --base-url URL     the API's base URL, e.g. http://localhost:11434/v1 (or OPENAI_BASE_URL)
+          --model NAME       the model (or OPENAI_MODEL; default gpt-4o-mini)
+          --replay FILE      answer from a cassette on a local port instead of a live API
+          --record FILE      write every request and response of this run to a cassette
+          --trace            print the full JSON of each request and response on stderr (key redacted)
+          --max-rounds N     answer at most N replies that ask for tools (default 8)
+          --port N           with serve: the port to listen on (default 0: any free port)
+          -h, --help         this text
+
+        Output: the answer on stdout; the step log (Step 1 to Step 4) and errors on stderr.
+        Exit codes: 0 ok, 1 API or flow failure, 2 usage or configuration error.
+        """;
+
+    public static async Task<int> MainAsync(string[] args)
+    {
+        using var cancel = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal => { signal.Cancel = true; cancel.Cancel(); });
+        bool interactive = !Console.IsErrorRedirected &&
+                           string.IsNullOrEmpty(Environment.GetEnvironmentVariable("CI")) &&
+                           Environment.GetEnvironmentVariable("TERM") != "dumb";
+        return await RunAsync(args, Environment.GetEnvironmentVariable, Console.Out, Console.Error, cancel.Token, interactive);
+    }
+
+    /// <summary>The whole program, with its environment passed in, so the tests can run it in-process.</summary>
+    public static async Task<int> RunAsync(
+        string[] args, Func<string, string?> environment, TextWriter stdout, TextWriter stderr,
+        CancellationToken cancellationToken, bool interactive = false)
+    {
+        try
+        {
+            Options options = Options.Parse(args);
+            if (options.Help)
+            {
+                stdout.Write(Help);
+                return 0;
+            }
+            if (options.ServeCassette is not null)
+                return await ServeAsync(options, stdout, stderr, cancellationToken);
+            return await AskAsync(options, environment, stdout, stderr, cancellationToken, interactive);
+        }
+        catch (UsageException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        catch (FlowException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            stderr.WriteLine("cancelled.");
+            return 130;
+        }
+    }
+
+    static async Task<int> AskAsync(
+        Options options, Func<string, string?> environment, TextWriter stdout, TextWriter stderr,
+        CancellationToken cancellationToken, bool interactive)
+    {
+        string? apiKey = NonEmpty(environment("OPENAI_API_KEY"));
+        string? baseUrl = options.BaseUrl ?? NonEmpty(environment("OPENAI_BASE_URL"));
+        string model = options.Model ?? NonEmpty(environment("OPENAI_MODEL")) ?? DefaultModel;
+        var log = new StepLog(stderr, options.Trace, interactive);
+
+        string? replayPath = options.Replay;
+        if (replayPath is not null && options.BaseUrl is not null)
+            throw new UsageException("--replay and --base-url cannot be combined: --replay serves the cassette on its own local URL.");
+        bool offlineDefault = replayPath is null && apiKey is null && baseUrl is null;
+        if (offlineDefault)
+        {
+            replayPath = FindDefaultCassette() ?? throw new UsageException(
+                "no cassettes/weather.json here to replay. Pass --replay FILE, or set OPENAI_API_KEY or --base-url for a live run.");
+        }
+        if (options.Record is not null && Path.GetDirectoryName(Path.GetFullPath(options.Record)) is string folder && !Directory.Exists(folder))
+            throw new UsageException($"--record {options.Record}: the folder {folder} does not exist. Create it or choose another path.");
+
+        string? question = options.Question;
+        ReplayServer? replay = null;
+        if (replayPath is not null)
+        {
+            Cassette cassette = Cassette.Load(replayPath);
+            question ??= cassette.FirstQuestion(); // replaying without a question asks the recorded one
+            replay = ReplayServer.Start(cassette);
+            baseUrl = replay.BaseUrl;
+            apiKey = null; // a replay needs no key, so the key never leaves the process
+            string why = offlineDefault ? "offline: no OPENAI_API_KEY or --base-url was given" : "offline";
+            log.Info($"Replaying {Path.GetRelativePath(Environment.CurrentDirectory, replayPath)} on {baseUrl} ({why}).");
+        }
+        baseUrl ??= OpenAIBaseUrl;
+        if (!Uri.TryCreate(baseUrl, UriKind.Absolute, out Uri? parsed) || parsed.Scheme is not ("http" or "https"))
+            throw new UsageException($"the base URL '{baseUrl}' is not an http(s) URL. Use e.g. --base-url http://localhost:11434/v1.");
+
+        await using (replay)
+        {
+            using var http = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.All });
+            Recorder? recorder = options.Record is null ? null : new Recorder(baseUrl);
+            var chat = new ChatClient(http, baseUrl, apiKey, log, recorder);
+            try
+            {
+                string answer = await ToolCalling.RunAsync(
+                    chat, model, question ?? DefaultQuestion, DemoTools.Create(), options.MaxRounds, log, cancellationToken);
+                stdout.WriteLine(answer);
+                if (chat.PromptTokens + chat.CompletionTokens > 0)
+                    log.Info($"Tokens: {chat.PromptTokens + chat.CompletionTokens} in total ({chat.PromptTokens} in, {chat.CompletionTokens} out) over {ToolCalling.Plural(chat.Requests, "request")}.");
+                return 0;
+            }
+            finally
+            {
+                // Saved even when the flow fails: the failing response is often the one worth keeping.
+                if (recorder is not null && options.Record is not null)
+                {
+                    recorder.Save(options.Record);
+                    log.Info($"Recorded {ToolCalling.Plural(recorder.Count, "interaction")} to {options.Record}.");
+                }
+            }
+        }
+    }
+
+    static async Task<int> ServeAsync(Options options, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
+    {
+        Cassette cassette = Cassette.Load(options.ServeCassette!);
+        ReplayServer server;
+        try
+        {
+            server = ReplayServer.Start(cassette, options.Port, stderr);
+        }
+        catch (SocketException e)
+        {
+            throw new UsageException($"cannot listen on port {options.Port} ({e.Message}). Choose another --port, or 0 for any free port.");
+        }
+        await using (server)
+        {
+            stdout.WriteLine(server.BaseUrl); // the one line other programs read
+            stdout.Flush();
+            stderr.WriteLine($"Serving {options.ServeCassette} ({ToolCalling.Plural(cassette.Interactions.Count, "interaction")}) on {server.BaseUrl}; Ctrl+C stops.");
+            try
+            {
+                await Task.Delay(Timeout.Infinite, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        stderr.WriteLine("Stopped.");
+        return 0;
+    }
+
+    /// <summary>cassettes/weather.json where you run it, else weather.json beside you, else above the program.</summary>
+    static string? FindDefaultCassette()
+    {
+        string here = Environment.CurrentDirectory;
+        foreach (string candidate in new[] { Path.Combine(here, "cassettes", "weather.json"), Path.Combine(here, "weather.json") })
+        {
+            if (File.Exists(candidate))
+                return candidate;
+        }
+        for (DirectoryInfo? dir = new(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "cassettes", "weather.json");
+            if (File.Exists(candidate))
+                return candidate;
+        }
+        return null;
+    }
+
+    static string? NonEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
+}
+
+sealed class Options
+{
+    public string? Question { get; private set; }
+    public string? BaseUrl { get; private set; }
+    public string? Model { get; private set; }
+    public string? Replay { get; private set; }
+    public string? Record { get; private set; }
+    public bool Trace { get; private set; }
+    public int MaxRounds { get; private set; } = 8;
+    public bool Help { get; private set; }
+    public string? ServeCassette { get; private set; }
+    public int Port { get; private set; }
+
+    public static Options Parse(string[] args)
+    {
+        var options = new Options();
+        var words = new List<string>();
+        bool serve = args.Length > 0 && args[0] == "serve";
+        for (int i = serve ? 1 : 0; i < args.Length; i++)
+        {
+            string arg = args[i];
+            string? inlineValue = null;
+            if (arg.StartsWith("--", StringComparison.Ordinal) && arg.IndexOf('=') is int equals and > 2)
+                (arg, inlineValue) = (arg[..equals], arg[(equals + 1)..]);
+            string Value() => inlineValue ?? (i + 1 < args.Length ? args[++i] : throw new UsageException($"{arg} needs a value."));
+
+            switch (arg)
+            {
+                case "-h" or "--help": options.Help = true; break;
+                case "--base-url" when !serve: options.BaseUrl = Value(); break;
+                case "--model" when !serve: options.Model = Value(); break;
+                case "--replay" when !serve: options.Replay = Value(); break;
+                case "--record" when !serve: options.Record = Value(); break;
+                case "--trace" when !serve: options.Trace = true; break;
+                case "--max-rounds" when !serve: options.MaxRounds = WholeNumber(arg, Value(), min: 1, max: 1000); break;
+                case "--port" when serve: options.Port = WholeNumber(arg, Value(), min: 0, max: 65535); break;
+                case "--api-key" or "--key":
+                    throw new UsageException(
+                        "the API key is read only from the OPENAI_API_KEY environment variable, never from the command line, " +
+                        "where other users can see it (ps). Set OPENAI_API_KEY instead.");
+                case "--":
+                    words.AddRange(args[(i + 1)..]);
+                    i = args.Length;
+                    break;
+                default:
+                    if (arg.Length > 1 && arg[0] == '-')
+                        throw new UsageException($"unknown option '{arg}'{(serve ? " for serve" : "")}. Run with --help to see the options.");
+                    words.Add(arg);
+                    break;
+            }
+        }
+
+        if (serve)
+        {
+            if (options.Help)
+                return options;
+            if (words.Count != 1)
+                throw new UsageException("serve needs exactly one cassette: serve CASSETTE [--port N].");
+            options.ServeCassette = words[0];
+        }
+        else if (words.Count > 0)
+        {
+            options.Question = string.Join(' ', words); // ./run.sh What is the weather in Paris
+        }
+        return options;
+    }
+
+    static int WholeNumber(string option, string text, int min, int max) =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= min && n <= max
+            ? n
+            : throw new UsageException($"{option} needs a whole number from {min} to {max}, not '{text}'.");
+}
+
+/// <summary>--record: every request and response of a run, written as a cassette at the end.</summary>
+sealed class Recorder(string baseUrl)
+{
+    readonly List<Interaction> interactions = [];
+
+    public int Count => interactions.Count;
+
+    public void Add(ReadOnlyMemory<byte> requestBody, int status, JsonNode? responseBody)
+    {
+        // Bodies only: request headers (and with them the API key) are never recorded.
+        lock (interactions)
+            interactions.Add(new Interaction("POST", "/chat/completions", JsonNode.Parse(requestBody.Span), status, responseBody?.DeepClone()));
+    }
+
+    public void Save(string path)
+    {
+        var cassette = new Cassette(
+            $"Recorded by ToolCall --record from {baseUrl} on {DateTime.UtcNow:yyyy-MM-dd}. Request headers, and so the API key, are not recorded.",
+            [.. interactions]);
+        cassette.Save(path);
+    }
+}
+
+// =====================================================================================================================
+// ---------------------------------------------------------------------------------------------------------------------
+//   THE REPLAY SERVER: a test and demo helper, not part of the four steps.
+//
+//   A real HTTP/1.1 server on loopback that answers POST /v1/chat/completions from a cassette, so that the demo and
+//   the tests run offline and deterministically. Like the real API it keeps connections alive and enforces the
+//   history rules (with the API's own 400 wording), so every gotcha of tool calling is an executable test.
+// ---------------------------------------------------------------------------------------------------------------------
+// =====================================================================================================================
+
+/// <summary>One recorded request and its response. `Path` is relative to the base URL ("/chat/completions").</summary>
+sealed record Interaction(string Method, string Path, JsonNode? RequestBody, int Status, JsonNode? ResponseBody);
+
+/// <summary>
+/// A cassette file: readable JSON, bodies as JSON objects (not escaped strings).
+/// { "source": "where it came from", "interactions": [ { "request": {"method", "path", "body"},
+///                                                         "response": {"status", "body"} } ] }
+/// </summary>
+sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
+{
+    public static Cassette Load(string path)
+    {
+        JsonNode? root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllBytes(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip });
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new UsageException($"cassette not found: {path}. Check the path, or record one with --record.");
+        }
+        catch (JsonException e)
+        {
+            throw new UsageException($"cassette {path} is not valid JSON (line {e.LineNumber + 1}): fix it or record it again with --record.");
+        }
+        catch (IOException e)
+        {
+            throw new UsageException($"cannot read cassette {path}: {e.Message}");
+        }
+
+        string Bad(string what) => $"cassette {path}: {what}. See the cassette format in README.md.";
+        if (root is not JsonObject cassette || cassette["interactions"] is not JsonArray { Count: > 0 } items)
+            throw new UsageException(Bad("it needs a non-empty \"interactions\" array"));
+        var interactions = new List<Interaction>();
+        for (int i = 0; i < items.Count; i++)
+        {
+            string at = $"interaction {i + 1}";
+            if (items[i] is not JsonObject item || item["request"] is not JsonObject request || item["response"] is not JsonObject response)
+                throw new UsageException(Bad($"{at} needs a \"request\" and a \"response\" object"));
+            if (response["status"] is not JsonValue status || status.GetValueKind() != JsonValueKind.Number)
+                throw new UsageException(Bad($"{at}'s response needs a numeric \"status\""));
+            interactions.Add(new Interaction(
+                Json.String(request["method"]) ?? "POST",
+                Json.String(request["path"]) ?? "/chat/completions",
+                request["body"]?.DeepClone(),
+                status.GetValue<int>(),
+                response["body"]?.DeepClone()));
+        }
+        return new Cassette(Json.String(cassette["source"]) ?? "", interactions);
+    }
+
+    /// <summary>The first user message of the first recorded request: the question the cassette answers.</summary>
+    public string? FirstQuestion() =>
+        (Interactions[0].RequestBody?["messages"] as JsonArray)?
+            .Select(m => Json.String(m?["role"]) == "user" ? Json.String(m!["content"]) : null)
+            .FirstOrDefault(text => text is not null);
+
+    public JsonObject ToJson()
+    {
+        var items = new JsonArray();
+        foreach (Interaction interaction in Interactions)
+        {
+            JsonNode item = new JsonObject
+            {
+                ["request"] = new JsonObject
+                {
+                    ["method"] = interaction.Method,
+                    ["path"] = interaction.Path,
+                    ["body"] = interaction.RequestBody?.DeepClone(),
+                },
+                ["response"] = new JsonObject
+                {
+                    ["status"] = interaction.Status,
+                    ["body"] = interaction.ResponseBody?.DeepClone(),
+                },
+            };
+            items.Add(item);
+        }
+        return new JsonObject { ["source"] = Source, ["interactions"] = items };
+    }
+
+    /// <summary>Writes atomically: a temporary file in the same folder, then a rename, so a crash leaves no half file.</summary>
+    public void Save(string path)
+    {
+        string full = Path.GetFullPath(path);
+        string temporary = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
+        try
+        {
+            using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write))
+            {
+                file.Write(Json.Utf8(ToJson(), indented: true).Span);
+                file.WriteByte((byte)'\n');
+                file.Flush(flushToDisk: true);
+            }
+            File.Move(temporary, full, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(temporary); // nothing to delete after a successful move
+        }
+    }
+}
+
+/// <summary>
+/// The rules the real API enforces on a history, checked on every request before the cassette is consulted. The
+/// messages are the API's own wording (including its "preceeding"), taken from error responses quoted in public
+/// issues; where the `param` of an error could not be confirmed from such a quote, the comment says so.
+/// </summary>
+static class HistoryRules
+{
+    public static JsonObject? FirstViolation(JsonObject request)
+    {
+        if (request["messages"] is not JsonArray { Count: > 0 } messages)
+            return ApiError.Create("Missing required parameter: 'messages'.", param: "messages", code: "missing_required_parameter");
+
+        // The tool calls that the tool messages right here may answer, and those not yet answered.
+        JsonObject? pendingAssistant = null;
+        int pendingIndex = -1;
+        var unanswered = new List<string>();
+        var callIds = new HashSet<string>();
+
+        for (int i = 0; i < messages.Count; i++)
+        {
+            JsonObject? message = messages[i] as JsonObject;
+            string? role = Json.String(message?["role"]);
+            if (role == "tool")
+            {
+                if (pendingAssistant is null)
+                    return ApiError.Create(
+                        "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.",
+                        param: $"messages.[{i}].role");
+                string? id = Json.String(message!["tool_call_id"]);
+                if (id is null)
+                    return ApiError.Create($"Missing required parameter: 'messages.[{i}].tool_call_id'.",
+                        param: $"messages.[{i}].tool_call_id", code: "missing_required_parameter");
+                if (!callIds.Contains(id))
+                    // param not confirmed from a public quote: the message names the id, we point at its field.
+                    return ApiError.Create(
+                        $"Invalid parameter: 'tool_call_id' of '{id}' not found in 'tool_calls' of previous message.",
+                        param: $"messages.[{i}].tool_call_id");
+                unanswered.Remove(id);
+                continue;
+            }
+
+            // Any other message closes the run of tool messages: every call before it must have been answered.
+            if (pendingAssistant is not null && unanswered.Count > 0)
+                return Unanswered(pendingIndex, unanswered);
+            pendingAssistant = null;
+
+            if (role == "assistant" && message!["tool_calls"] is JsonArray calls)
+            {
+                if (calls.Count == 0)
+                    return ApiError.Create(
+                        $"Invalid 'messages[{i}].tool_calls': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+                        param: $"messages[{i}].tool_calls", code: "empty_array");
+                callIds.Clear();
+                unanswered.Clear();
+                for (int c = 0; c < calls.Count; c++)
+                {
+                    JsonNode? arguments = calls[c]?["function"]?["arguments"];
+                    if (arguments is not null && arguments.GetValueKind() != JsonValueKind.String)
+                        return ApiError.Create(
+                            $"Invalid type for 'messages[{i}].tool_calls[{c}].function.arguments': expected a string, but got {Schema.KindName(arguments)} instead.",
+                            param: $"messages[{i}].tool_calls[{c}].function.arguments", code: "invalid_type");
+                    string? id = Json.String(calls[c]?["id"]);
+                    if (id is not null && callIds.Add(id))
+                        unanswered.Add(id);
+                }
+                pendingAssistant = message;
+                pendingIndex = i;
+            }
+        }
+        return pendingAssistant is not null && unanswered.Count > 0 ? Unanswered(pendingIndex, unanswered) : null;
+    }
+
+    // param: the index of the assistant message is our choice; public quotes show the form "messages.[N].role".
+    static JsonObject Unanswered(int assistantIndex, List<string> ids) => ApiError.Create(
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. " +
+        $"The following tool_call_ids did not have response messages: {string.Join(", ", ids)}",
+        param: $"messages.[{assistantIndex}].role");
+}
+
+/// <summary>
+/// How the replay server decides that a request is the recorded one: as the API reads JSON. Key order and
+/// whitespace do not matter, null equals absent, numbers compare by value, `arguments` strings compare as the JSON
+/// they contain, and the top-level `model` is ignored (choose any model when you replay).
+/// </summary>
+static class JsonMatch
+{
+    static readonly HashSet<string> IgnoredTopLevelFields = ["model"];
+
+    /// <summary>Null when they match, else "$.path: expected X, got Y" for the first difference.</summary>
+    public static string? FirstDifference(JsonNode? expected, JsonNode? actual, string path = "$")
+    {
+        if (IsNull(expected) && IsNull(actual))
+            return null;
+        if (expected is JsonObject expectedObject && actual is JsonObject actualObject)
+        {
+            foreach (string key in expectedObject.Select(p => p.Key).Union(actualObject.Select(p => p.Key)))
+            {
+                if (path == "$" && IgnoredTopLevelFields.Contains(key))
+                    continue;
+                string? difference = key == "arguments"
+                    ? ArgumentsDifference(expectedObject[key], actualObject[key], $"{path}.{key}")
+                    : FirstDifference(expectedObject[key], actualObject[key], $"{path}.{key}");
+                if (difference is not null)
+                    return difference;
+            }
+            return null;
+        }
+        if (expected is JsonArray expectedArray && actual is JsonArray actualArray)
+        {
+            for (int i = 0; i < Math.Min(expectedArray.Count, actualArray.Count); i++)
+            {
+                if (FirstDifference(expectedArray[i], actualArray[i], $"{path}[{i}]") is string difference)
+                    return difference;
+            }
+            return expectedArray.Count == actualArray.Count
+                ? null
+                : $"{path}: expected {ToolCalling.Plural(expectedArray.Count, "item")}, got {actualArray.Count}";
+        }
+        return ValuesEqual(expected, actual) ? null : $"{path}: expected {Show(expected)}, got {Show(actual)}";
+    }
+
+    static string? ArgumentsDifference(JsonNode? expected, JsonNode? actual, string path)
+    {
+        JsonNode? Parsed(JsonNode? node) => Json.String(node) is string text ? Json.TryParse(text) ?? node : node;
+        return FirstDifference(Parsed(expected), Parsed(actual), path) is null ? null : $"{path}: expected {Show(expected)}, got {Show(actual)}";
+    }
+
+    static bool IsNull(JsonNode? node) => node is null || node.GetValueKind() == JsonValueKind.Null;
+
+    static bool ValuesEqual(JsonNode? expected, JsonNode? actual)
+    {
+        if (expected is not JsonValue e || actual is not JsonValue a || e.GetValueKind() != a.GetValueKind())
+            return false;
+        return e.GetValueKind() == JsonValueKind.Number
+            ? decimal.Parse(Json.Compact(e), NumberStyles.Float, CultureInfo.InvariantCulture) ==
+              decimal.Parse(Json.Compact(a), NumberStyles.Float, CultureInfo.InvariantCulture)
+            : JsonNode.DeepEquals(e, a);
+    }
+
+    static string Show(JsonNode? node)
+    {
+        if (node is null)
+            return "nothing";
+        string text = Json.Compact(node);
+        return text.Length > 120 ? text[..120] + "…" : text;
+    }
+}
+
+/// <summary>The replay server. Start it, point a client at BaseUrl, dispose it to stop.</summary>
+sealed class ReplayServer : IAsyncDisposable
+{
+    public const string BasePath = "/v1";
+    const int MaxHeaderBytes = 32 * 1024;
+    public const int MaxBodyBytes = 8 * 1024 * 1024;
+
+    readonly Cassette cassette;
+    readonly TextWriter log;
+    readonly TcpListener listener;
+    readonly CancellationTokenSource stopping = new();
+    readonly ConcurrentDictionary<Socket, Task> connections = new();
+    readonly Lock gate = new();
+    readonly Task acceptLoop;
+    int next; // the next interaction to play; after the last one it starts over
+    int accepted;
+
+    ReplayServer(Cassette cassette, IPAddress address, int port, TextWriter? log)
+    {
+        this.cassette = cassette;
+        this.log = log ?? TextWriter.Null;
+        listener = new TcpListener(address, port);
+        listener.Start();
+        var endpoint = (IPEndPoint)listener.LocalEndpoint;
+        BaseUrl = $"http://{endpoint.Address}:{endpoint.Port}{BasePath}";
+        acceptLoop = AcceptLoopAsync();
+    }
+
+    /// <summary>Port 0 takes any free port. Loopback only: nothing outside this machine can reach it.</summary>
+    public static ReplayServer Start(Cassette cassette, int port = 0, TextWriter? log = null) =>
+        new(cassette, IPAddress.Loopback, port, log);
+
+    public string BaseUrl { get; }
+
+    /// <summary>How many TCP connections it has accepted (keep-alive means far fewer than requests).</summary>
+    public int ConnectionsAccepted => Volatile.Read(ref accepted);
+
+    async Task AcceptLoopAsync()
+    {
+        while (!stopping.IsCancellationRequested)
+        {
+            Socket socket;
+            try
+            {
+                socket = await listener.AcceptSocketAsync(stopping.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return;
+            }
+            Interlocked.Increment(ref accepted);
+            socket.NoDelay = true;
+            Task connection = ServeConnectionAsync(socket);
+            connections[socket] = connection;
+            _ = connection.ContinueWith(_ => connections.TryRemove(socket, out Task? _), TaskScheduler.Default);
+        }
+    }
+
+    /// <summary>One connection: requests one after another until the client closes it (HTTP/1.1 keep-alive).</summary>
+    async Task ServeConnectionAsync(Socket socket)
+    {
+        await Task.Yield();
+        try
+        {
+            await using var stream = new NetworkStream(socket, ownsSocket: true);
+            var reader = new HttpRequestReader(stream, MaxHeaderBytes, MaxBodyBytes);
+            while (!stopping.IsCancellationRequested)
+            {
+                HttpRequestReader.Request? request;
+                try
+                {
+                    request = await reader.ReadAsync(stopping.Token);
+                }
+                catch (HttpRequestReader.BadRequestException e)
+                {
+                    await WriteResponseAsync(stream, e.Status, ApiError.Create(e.Message), keepAlive: false, stopping.Token);
+                    return;
+                }
+                if (request is null)
+                    return; // the client closed the connection between requests
+                (int status, JsonNode? body) = Handle(request);
+                await WriteResponseAsync(stream, status, body, request.KeepAlive, stopping.Token);
+                if (!request.KeepAlive)
+                    return;
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
+        {
+            // The client went away or the server is stopping: nothing to answer.
+        }
+    }
+
+    /// <summary>Routing, the history rules, then the cassette.</summary>
+    (int Status, JsonNode? Body) Handle(HttpRequestReader.Request request)
+    {
+        string path = request.Path.Split('?')[0];
+        if (!path.StartsWith(BasePath + "/", StringComparison.Ordinal))
+            return Log(request, 404, ApiError.Create(
+                $"Unknown request URL: {request.Method} {path}. Please check the URL for typos, or see the docs at https://platform.openai.com/docs/api-reference/.",
+                code: "unknown_url"), $"not under {BasePath}");
+        string relativePath = path[BasePath.Length..];
+
+        JsonNode? body;
+        try
+        {
+            body = request.Body.Length == 0 ? null : JsonNode.Parse(request.Body);
+        }
+        catch (JsonException)
+        {
+            return Log(request, 400, ApiError.Create(
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. " +
+                "The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"), "body is not JSON");
+        }
+        if (request.Method == "POST" && relativePath == "/chat/completions")
+        {
+            if (body is not JsonObject chatRequest)
+                return Log(request, 400, ApiError.Create("The request body must be a JSON object."), "body is not an object");
+            if (HistoryRules.FirstViolation(chatRequest) is JsonObject violation)
+                return Log(request, 400, violation, "history rule: " + Json.String(violation["error"]!["message"]));
+        }
+
+        lock (gate)
+        {
+            int index = next;
+            Interaction expected = cassette.Interactions[index];
+            string? difference = request.Method != expected.Method || relativePath != expected.Path
+                ? $"expected {expected.Method} {expected.Path}, got {request.Method} {relativePath}"
+                : JsonMatch.FirstDifference(expected.RequestBody, body);
+            string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
+            if (difference is not null)
+                return Log(request, 400, ApiError.Create(
+                    $"Replay mismatch at {which}: {difference}. The request differs from the one recorded in the cassette.",
+                    code: "replay_mismatch"), $"mismatch at {which}: {difference}");
+            next = (index + 1) % cassette.Interactions.Count;
+            return Log(request, expected.Status, expected.ResponseBody?.DeepClone(), which);
+        }
+    }
+
+    (int, JsonNode?) Log(HttpRequestReader.Request request, int status, JsonNode? body, string note)
+    {
+        lock (log)
+            log.WriteLine($"{request.Method} {request.Path} -> {status} ({note})");
+        return (status, body);
+    }
+
+    static async Task WriteResponseAsync(Stream stream, int status, JsonNode? body, bool keepAlive, CancellationToken cancellationToken)
+    {
+        ReadOnlyMemory<byte> content = body is null ? ReadOnlyMemory<byte>.Empty : Json.Utf8(body);
+        string head =
+            $"HTTP/1.1 {status} {ReasonPhrase(status)}\r\n" +
+            "Content-Type: application/json\r\n" +
+            $"Content-Length: {content.Length}\r\n" +
+            (keepAlive ? "" : "Connection: close\r\n") +
+            "\r\n";
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(head), cancellationToken);
+        await stream.WriteAsync(content, cancellationToken);
+        await stream.FlushAsync(cancellationToken);
+    }
+
+    static string ReasonPhrase(int status) => status switch
+    {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    };
+
+    public async ValueTask DisposeAsync()
+    {
+        stopping.Cancel();
+        listener.Stop();
+        await acceptLoop;
+        foreach (Socket socket in connections.Keys)
+            socket.Close(); // cut connections that are idle between requests
+        await Task.WhenAll(connections.Values);
+        stopping.Dispose();
+    }
+}
+
+/// <summary>Reads HTTP/1.1 requests from a connection (RFC 9112): request line, headers, then a body sized by
+/// Content-Length or sent in chunks.</summary>
+sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyBytes)
+{
+    public sealed record Request(string Method, string Path, bool KeepAlive, byte[] Body);
+
+    public sealed class BadRequestException(int status, string message) : Exception(message)
+    {
+        public int Status { get; } = status;
+    }
+
+    readonly byte[] buffer = new byte[maxHeaderBytes];
+    int start, end; // the bytes read but not yet used are buffer[start..end]
+
+    /// <summary>The next request, or null when the client closed the connection cleanly between requests.</summary>
+    public async Task<Request?> ReadAsync(CancellationToken cancellationToken)
+    {
+        int headerEnd;
+        while ((headerEnd = buffer.AsSpan(start, end - start).IndexOf("\r\n\r\n"u8)) < 0)
+        {
+            if (end - start == buffer.Length)
+                throw new BadRequestException(431, $"The request headers are larger than {maxHeaderBytes} bytes.");
+            if (!await FillAsync(cancellationToken))
+                return end == start ? null : throw new IOException("connection closed in the middle of the request headers");
+        }
+
+        string head = Encoding.Latin1.GetString(buffer, start, headerEnd);
+        start += headerEnd + 4;
+        string[] lines = head.Split("\r\n");
+        string[] requestLine = lines[0].Split(' ');
+        if (requestLine.Length != 3 || !requestLine[2].StartsWith("HTTP/1.", StringComparison.Ordinal))
+            throw new BadRequestException(400, $"Malformed request line: '{lines[0]}'.");
+
+        var headers = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        foreach (string line in lines.Skip(1))
+        {
+            int colon = line.IndexOf(':');
+            if (colon > 0)
+                headers[line[..colon].Trim()] = line[(colon + 1)..].Trim();
+        }
+        bool keepAlive = requestLine[2] == "HTTP/1.1"
+            ? !string.Equals(headers.GetValueOrDefault("Connection"), "close", StringComparison.OrdinalIgnoreCase)
+            : string.Equals(headers.GetValueOrDefault("Connection"), "keep-alive", StringComparison.OrdinalIgnoreCase);
+
+        if (string.Equals(headers.GetValueOrDefault("Expect"), "100-continue", StringComparison.OrdinalIgnoreCase))
+            await stream.WriteAsync("HTTP/1.1 100 Continue\r\n\r\n"u8.ToArray(), cancellationToken);
+
+        byte[] body;
+        if (headers.GetValueOrDefault("Transfer-Encoding")?.Contains("chunked", StringComparison.OrdinalIgnoreCase) == true)
+        {
+            body = await ReadChunkedAsync(cancellationToken);
+        }
+        else
+        {
+            long length = 0;
+            if (headers.TryGetValue("Content-Length", out string? text) &&
+                !long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out length))
+                throw new BadRequestException(400, $"Invalid Content-Length: '{text}'.");
+            if (length > maxBodyBytes)
+                throw new BadRequestException(413, $"The request body is {length} bytes; the limit is {maxBodyBytes}.");
+            body = new byte[length];
+            await ReadExactlyAsync(body, cancellationToken);
+        }
+        return new Request(requestLine[0], requestLine[1], keepAlive, body);
+    }
+
+    async Task<byte[]> ReadChunkedAsync(CancellationToken cancellationToken)
+    {
+        using var body = new MemoryStream();
+        while (true)
+        {
+            string sizeLine = await ReadLineAsync(cancellationToken);
+            string hex = sizeLine.Split(';')[0].Trim(); // chunk extensions are allowed and ignored
+            if (!int.TryParse(hex, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int size) || size < 0)
+                throw new BadRequestException(400, $"Invalid chunk size: '{sizeLine}'.");
+            if (size == 0)
+                break;
+            if (body.Length + size > maxBodyBytes)
+                throw new BadRequestException(413, $"The request body is over the limit of {maxBodyBytes} bytes.");
+            byte[] chunk = new byte[size];
+            await ReadExactlyAsync(chunk, cancellationToken);
+            body.Write(chunk);
+            if (await ReadLineAsync(cancellationToken) != "")
+                throw new BadRequestException(400, "A chunk is not followed by CRLF.");
+        }
+        while (await ReadLineAsync(cancellationToken) != "")
+        {
+            // trailer fields: allowed, ignored
+        }
+        return body.ToArray();
+    }
+
+    async Task<string> ReadLineAsync(CancellationToken cancellationToken)
+    {
+        int newline;
+        while ((newline = buffer.AsSpan(start, end - start).IndexOf("\r\n"u8)) < 0)
+        {
+            if (end - start == buffer.Length)
+                throw new BadRequestException(400, "A chunk-size line is too long.");
+            if (!await FillAsync(cancellationToken))
+                throw new IOException("connection closed in the middle of a chunked body");
+        }
+        string line = Encoding.Latin1.GetString(buffer, start, newline);
+        start += newline + 2;
+        return line;
+    }
+
+    async Task ReadExactlyAsync(Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        int buffered = Math.Min(end - start, destination.Length);
+        buffer.AsMemory(start, buffered).CopyTo(destination);
+        start += buffered;
+        if (buffered < destination.Length)
+            await stream.ReadExactlyAsync(destination[buffered..], cancellationToken);
+    }
+
+    async Task<bool> FillAsync(CancellationToken cancellationToken)
+    {
+        if (start > 0)
+        {
+            buffer.AsSpan(start, end - start).CopyTo(buffer);
+            (start, end) = (0, end - start);
+        }
+        int read = await stream.ReadAsync(buffer.AsMemory(end), cancellationToken);
+        end += read;
+        return read > 0;
+    }
+}
