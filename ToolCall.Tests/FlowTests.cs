@@ -1,0 +1,305 @@
+using System.Text.Json.Nodes;
+using Xunit;
+
+namespace ToolCall.Tests;
+
+/// <summary>The four steps, end to end against the replay server. The server checks every request against the
+/// cassette and the API's history rules, so a flow that deviates fails with a 400.</summary>
+public class FlowTests
+{
+    const string London = "It's currently +18°C and partly cloudy in London.";
+
+    [Fact]
+    public async Task Demo_WithNoKeyAndNoBaseUrl_ReplaysTheLondonCassetteOffline()
+    {
+        CliResult run = await App.RunAsync();
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal(London + Environment.NewLine, run.Stdout);
+        Assert.Contains("Replaying", run.Stderr);
+        Assert.Contains("weather.json", run.Stderr);
+    }
+
+    [Fact]
+    public async Task Demo_LogsStepsOneToFourInOrderOnStderr()
+    {
+        CliResult run = await App.RunAsync();
+
+        int[] positions = [.. Enumerable.Range(1, 4).Select(n => run.Stderr.IndexOf($"Step {n}:", StringComparison.Ordinal))];
+        Assert.All(positions, p => Assert.True(p >= 0, run.ToString()));
+        Assert.Equal(positions.Order(), positions);
+        Assert.Contains("get_weather({\"city\":\"London\"}) -> It's currently +18°C and partly cloudy in London", run.Stderr);
+        Assert.DoesNotContain("Step", run.Stdout);
+    }
+
+    [Fact]
+    public async Task TwoCallsInOneReply_AreBothAnsweredInTheCallsOrder()
+    {
+        using var dir = new TempDir();
+        CliResult run = await App.RunAsync("--replay", Repo.Cassette("two-cities.json"), "--record", dir.File("run.json"));
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        JsonArray history = SecondRequestMessages(dir.File("run.json"));
+        Assert.Equal(["user", "assistant", "tool", "tool"], history.Select(m => (string)m!["role"]!));
+        JsonArray calls = history[1]!["tool_calls"]!.AsArray();
+        Assert.Equal((string)calls[0]!["id"]!, (string)history[2]!["tool_call_id"]!);
+        Assert.Equal((string)calls[1]!["id"]!, (string)history[3]!["tool_call_id"]!);
+        Assert.Equal(Wire.Weather("London"), (string)history[2]!["content"]!);
+        Assert.Equal(Wire.Weather("Paris"), (string)history[3]!["content"]!);
+    }
+
+    [Fact]
+    public async Task AssistantMessage_IsAppendedAsReceived_BeforeTheToolMessages()
+    {
+        using var dir = new TempDir();
+        CliResult run = await App.RunAsync("--replay", Repo.Cassette("weather.json"), "--record", dir.File("run.json"));
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        JsonNode received = Cassette.Load(Repo.Cassette("weather.json")).Interactions[0].ResponseBody!["choices"]![0]!["message"]!;
+        JsonArray history = SecondRequestMessages(dir.File("run.json"));
+        Assert.True(JsonNode.DeepEquals(received, history[1]), $"sent back: {history[1]}");
+        Assert.Equal("tool", (string)history[2]!["role"]!);
+    }
+
+    [Fact]
+    public async Task ArgumentsString_IsParsedBeforeTheFunctionRuns()
+    {
+        // Spaces, a key order of its own and an escaped character: only a JSON parser reads this right.
+        const string arguments = """ { "city" : "T\u014dky\u014d" } """;
+        using var dir = new TempDir();
+        string cassette = Wire.Cassette(
+            Wire.Exchange(Wire.Request(Wire.User("Tokyo?")), Wire.Completion(Wire.AskForTools(Wire.Call("call_a", "get_weather", arguments)))),
+            Wire.Exchange(
+                Wire.Request(Wire.User("Tokyo?"), Wire.AskForTools(Wire.Call("call_a", "get_weather", arguments)), Wire.ToolMessage("call_a", Wire.Weather("Tōkyō"))),
+                Wire.Completion(Wire.Text("Mild in Tōkyō.")))).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("Mild in Tōkyō.", run.Stdout.Trim());
+    }
+
+    [Fact]
+    public async Task ArgumentsSentAsAnObject_AreAccepted_AndSentBackAsAJsonString()
+    {
+        using var dir = new TempDir();
+        string cassette = Wire.Cassette(
+            Wire.Exchange(Wire.Request(Wire.User("Oslo?")), Wire.Completion(Wire.AskForTools(Wire.Call("call_o", "get_weather", new JsonObject { ["city"] = "Oslo" })))),
+            // The history rules of the replay server reject an object here, as the API does: only a string passes.
+            Wire.Exchange(
+                Wire.Request(Wire.User("Oslo?"), Wire.AskForTools(Wire.Call("call_o", "get_weather", """{"city":"Oslo"}""")), Wire.ToolMessage("call_o", Wire.Weather("Oslo"))),
+                Wire.Completion(Wire.Text("Cloudy in Oslo.")))).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("Cloudy in Oslo.", run.Stdout.Trim());
+    }
+
+    [Fact]
+    public async Task MissingEmptyOrRepeatedCallIds_GetGeneratedIds_UsedInBothTheAssistantAndTheToolMessage()
+    {
+        using var dir = new TempDir();
+        JsonObject asked = Wire.AskForTools(Wire.WeatherCall("", "Rome"), Wire.WeatherCall("call_dup", "Oslo"), Wire.WeatherCall("call_dup", "Bern"));
+        asked["tool_calls"]!.AsArray().Insert(0, Wire.Call(null, "get_weather", """{"city":"Kyiv"}"""));
+        JsonObject completed = Wire.AskForTools(
+            Wire.WeatherCall("call_1_0", "Kyiv"), Wire.WeatherCall("call_1_1", "Rome"), Wire.WeatherCall("call_dup", "Oslo"), Wire.WeatherCall("call_1_3", "Bern"));
+        string cassette = Wire.Cassette(
+            Wire.Exchange(Wire.Request(Wire.User("Four cities?")), Wire.Completion(asked)),
+            Wire.Exchange(
+                Wire.Request(Wire.User("Four cities?"), completed,
+                    Wire.ToolMessage("call_1_0", Wire.Weather("Kyiv")), Wire.ToolMessage("call_1_1", Wire.Weather("Rome")),
+                    Wire.ToolMessage("call_dup", Wire.Weather("Oslo")), Wire.ToolMessage("call_1_3", Wire.Weather("Bern"))),
+                Wire.Completion(Wire.Text("Mild everywhere.")))).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("Mild everywhere.", run.Stdout.Trim());
+    }
+
+    [Theory]
+    [InlineData("stop")]
+    [InlineData(null)]
+    public async Task ToolCallsAreDecidedByTheirPresence_NotByFinishReason(string? finishReason)
+    {
+        using var dir = new TempDir();
+        JsonObject response = Wire.Completion(Wire.AskForTools(Wire.WeatherCall("call_s", "Lima")));
+        response["choices"]![0]!["finish_reason"] = finishReason;
+        string cassette = Wire.Cassette(
+            Wire.Exchange(Wire.Request(Wire.User("Lima?")), response),
+            Wire.Exchange(
+                Wire.Request(Wire.User("Lima?"), Wire.AskForTools(Wire.WeatherCall("call_s", "Lima")), Wire.ToolMessage("call_s", Wire.Weather("Lima"))),
+                Wire.Completion(Wire.Text("Grey in Lima.")))).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("Grey in Lima.", run.Stdout.Trim());
+    }
+
+    [Fact]
+    public async Task UnknownFunction_IsAnsweredWithAnErrorToolMessage_AndTheFlowGoesOn()
+    {
+        using var dir = new TempDir();
+        JsonObject asked = Wire.AskForTools(Wire.Call("call_t", "get_time", """{"city":"Paris"}"""));
+        string cassette = Wire.Cassette(
+            Wire.Exchange(Wire.Request(Wire.User("Time in Paris?")), Wire.Completion(asked)),
+            Wire.Exchange(
+                Wire.Request(Wire.User("Time in Paris?"), asked,
+                    Wire.ToolMessage("call_t", "Error: unknown function 'get_time'. Available functions: get_weather.")),
+                Wire.Completion(Wire.Text("I can only tell the weather.")))).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("I can only tell the weather.", run.Stdout.Trim());
+    }
+
+    [Theory]
+    [InlineData("""{"city": "Par""", "not valid JSON")]                  // cut off
+    [InlineData("""{}""", "missing required argument 'city'")]            // required argument left out
+    [InlineData("""{"city": 75}""", "argument 'city' must be a string")]  // wrong type
+    public async Task BadArguments_AreAnsweredWithAnErrorToolMessageNamingTheFunction_AndTheFlowGoesOn(string arguments, string expected)
+    {
+        using var dir = new TempDir();
+        JsonObject asked = Wire.AskForTools(Wire.Call("call_b", "get_weather", arguments));
+        string error = ToolCalling.RunToolCall("get_weather", arguments, DemoTools.Create());
+        Assert.StartsWith("Error: ", error);
+        Assert.Contains("get_weather", error);
+        Assert.Contains(expected, error);
+        string cassette = Wire.Cassette(
+            Wire.Exchange(Wire.Request(Wire.User("Paris?")), Wire.Completion(asked)),
+            Wire.Exchange(
+                Wire.Request(Wire.User("Paris?"), asked, Wire.ToolMessage("call_b", error)),
+                Wire.Completion(Wire.Text("Let me try again later.")))).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains($"-> {error}", run.Stderr);
+    }
+
+    [Fact]
+    public async Task FunctionThatThrows_IsAnsweredWithAnErrorNamingIt_AndTheFlowGoesOn()
+    {
+        Tool[] tools = [new Tool("explode", "Always fails", new JsonObject { ["type"] = "object" }, _ => throw new InvalidOperationException("the sensor is offline"))];
+        JsonObject asked = Wire.AskForTools(Wire.Call("call_x", "explode", "{}"));
+        JsonObject Request(params JsonObject[] messages)
+        {
+            JsonObject request = Wire.Request(messages);
+            request["tools"] = ToolCalling.ToolDefinitions(tools);
+            return request;
+        }
+        Cassette cassette = Wire.Cassette(
+            Wire.Exchange(Request(Wire.User("Boom?")), Wire.Completion(asked)),
+            Wire.Exchange(
+                Request(Wire.User("Boom?"), asked, Wire.ToolMessage("call_x", "Error: explode failed: the sensor is offline")),
+                Wire.Completion(Wire.Text("The sensor is offline."))));
+        await using ReplayServer server = ReplayServer.Start(cassette);
+        using var http = new HttpClient();
+
+        string answer = await ToolCalling.RunAsync(
+            new ChatClient(http, server.BaseUrl, null, StepLog.Silent), Wire.Model, "Boom?", tools, 8, StepLog.Silent, CancellationToken.None);
+
+        Assert.Equal("The sensor is offline.", answer);
+    }
+
+    [Fact]
+    public async Task ModelAskingForToolsTwice_IsAnsweredInTwoRounds()
+    {
+        using var dir = new TempDir();
+        CliResult run = await App.RunAsync("--replay", TwoRoundCassette(dir));
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("London is mild, Paris too.", run.Stdout.Trim());
+        Assert.Equal(2, run.Stderr.Split("Step 3:").Length - 1);
+    }
+
+    [Fact]
+    public async Task RoundLimit_StopsWithAnErrorThatNamesTheLimit()
+    {
+        using var dir = new TempDir();
+        CliResult run = await App.RunAsync("--replay", TwoRoundCassette(dir), "--max-rounds", "1");
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.Equal("", run.Stdout);
+        string error = run.Stderr.TrimEnd().Split('\n').Last();
+        Assert.StartsWith("error: ", error);
+        Assert.Contains("--max-rounds 1", error);
+    }
+
+    [Fact]
+    public async Task TextReply_IsPrintedAsTheAnswer_WithoutRunningAnyTool()
+    {
+        using var dir = new TempDir();
+        string cassette = Wire.Cassette(
+            Wire.Exchange(Wire.Request(Wire.User("Hello?")), Wire.Completion(Wire.Text("Hello! Ask me about the weather.")))).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("Hello! Ask me about the weather.", run.Stdout.Trim());
+        Assert.DoesNotContain("Step 3", run.Stderr);
+    }
+
+    [Fact]
+    public async Task Refusal_IsPrintedAsTheAnswer_AndSaidSoOnStderr()
+    {
+        using var dir = new TempDir();
+        JsonObject refusal = new() { ["role"] = "assistant", ["content"] = null, ["refusal"] = "I can't help with that." };
+        string cassette = Wire.Cassette(Wire.Exchange(Wire.Request(Wire.User("Hello?")), Wire.Completion(refusal))).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("I can't help with that.", run.Stdout.Trim());
+        Assert.Contains("refused", run.Stderr);
+    }
+
+    [Fact]
+    public async Task MessageWithNeitherTextNorToolCalls_FailsWithOneClearLine()
+    {
+        using var dir = new TempDir();
+        JsonObject empty = new() { ["role"] = "assistant", ["content"] = null };
+        string cassette = Wire.Cassette(Wire.Exchange(Wire.Request(Wire.User("Hello?")), Wire.Completion(empty))).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.EndsWith("error: the model's message has neither text content nor tool_calls, so there is no answer to print.", run.Stderr.TrimEnd());
+    }
+
+    [Fact]
+    public async Task ResponseWithoutChoices_FailsWithOneClearLine()
+    {
+        using var dir = new TempDir();
+        JsonObject response = Wire.Completion(Wire.Text("unused"));
+        response["choices"] = new JsonArray();
+        string cassette = Wire.Cassette(Wire.Exchange(Wire.Request(Wire.User("Hello?")), response)).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains("error: the response has no choices", run.Stderr);
+    }
+
+    /// <summary>London first, then Paris in a second round, then the answer.</summary>
+    static string TwoRoundCassette(TempDir dir)
+    {
+        JsonObject user = Wire.User("London, then Paris?");
+        JsonObject first = Wire.AskForTools(Wire.WeatherCall("call_l", "London"));
+        JsonObject second = Wire.AskForTools(Wire.WeatherCall("call_p", "Paris"));
+        JsonObject londonResult = Wire.ToolMessage("call_l", Wire.Weather("London"));
+        return Wire.Cassette(
+            Wire.Exchange(Wire.Request(user), Wire.Completion(first)),
+            Wire.Exchange(Wire.Request(user, first, londonResult), Wire.Completion(second)),
+            Wire.Exchange(
+                Wire.Request(user, first, londonResult, second, Wire.ToolMessage("call_p", Wire.Weather("Paris"))),
+                Wire.Completion(Wire.Text("London is mild, Paris too.")))).Save(dir);
+    }
+
+    /// <summary>The messages of the second request in a recorded run: the history that steps 3 and 4 built.</summary>
+    static JsonArray SecondRequestMessages(string recording) =>
+        Cassette.Load(recording).Interactions[1].RequestBody!["messages"]!.AsArray();
+}

@@ -1,0 +1,206 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using System.Xml.Linq;
+using Xunit;
+
+namespace ToolCall.Tests;
+
+/// <summary>Running one tool call: what goes into its tool message.</summary>
+public class ToolCallTests
+{
+    static readonly Tool[] Tools = DemoTools.Create();
+
+    [Fact]
+    public void ValidCall_ReturnsTheFunctionsResult() =>
+        Assert.Equal(Wire.Weather("Paris"), ToolCalling.RunToolCall("get_weather", """{"city":"Paris"}""", Tools));
+
+    [Fact]
+    public void UnknownFunction_NamesItAndTheFunctionsThatExist() =>
+        Assert.Equal("Error: unknown function 'get_time'. Available functions: get_weather.", ToolCalling.RunToolCall("get_time", "{}", Tools));
+
+    [Fact]
+    public void MissingRequiredArgument_NamesItAndItsType() =>
+        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolCalling.RunToolCall("get_weather", "{}", Tools));
+
+    [Fact]
+    public void WrongTypedArgument_NamesTheExpectedAndTheActualType() =>
+        Assert.Equal("Error: get_weather: argument 'city' must be a string, not a number.", ToolCalling.RunToolCall("get_weather", """{"city":42}""", Tools));
+
+    [Fact]
+    public void ArgumentsThatAreNotJson_SayWhatToSend()
+    {
+        string result = ToolCalling.RunToolCall("get_weather", """{"city": "Par""", Tools);
+
+        Assert.StartsWith("Error: the arguments for get_weather are not valid JSON (", result);
+        Assert.EndsWith("Send a JSON object that matches the function's parameters.", result);
+    }
+
+    [Fact]
+    public void ArgumentsThatAreJsonButNotAnObject_AreRefused() =>
+        Assert.Equal("Error: the arguments for get_weather must be a JSON object, not an array.", ToolCalling.RunToolCall("get_weather", """["Paris"]""", Tools));
+
+    [Fact]
+    public void EmptyArgumentsString_MeansNoArguments() =>
+        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolCalling.RunToolCall("get_weather", "", Tools));
+
+    [Fact]
+    public void NestedSchemas_AreCheckedThroughObjectsArraysAndEnums()
+    {
+        var schema = JsonNode.Parse("""
+            {"type":"object","required":["days"],"properties":{
+              "days":{"type":"array","items":{"type":"object","required":["unit"],"properties":{"unit":{"type":"string","enum":["c","f"]}}}},
+              "note":{"type":["string","null"]}}}
+            """)!.AsObject();
+        Tool[] tools = [new Tool("forecast", "", schema, _ => "ok")];
+
+        Assert.Equal("ok", ToolCalling.RunToolCall("forecast", """{"days":[{"unit":"c"}],"note":null}""", tools));
+        Assert.Equal("Error: forecast: argument 'days[1].unit' must be one of [\"c\",\"f\"], not \"k\".",
+            ToolCalling.RunToolCall("forecast", """{"days":[{"unit":"c"},{"unit":"k"}]}""", tools));
+        Assert.Equal("Error: forecast: missing required argument 'days[0].unit' (a string).",
+            ToolCalling.RunToolCall("forecast", """{"days":[{}]}""", tools));
+    }
+}
+
+/// <summary>The bundled cassettes and this project's requests, held to the official OpenAPI spec
+/// (openai/openai-openapi: CreateChatCompletionRequest, CreateChatCompletionResponse): the required fields and
+/// their types, written out here because the spec itself is not vendored.</summary>
+public class WireFidelityTests
+{
+    public static TheoryData<string> BundledCassettes() =>
+        [.. Directory.GetFiles(Path.Combine(Repo.Root, "cassettes"), "*.json").Select(path => Path.GetFileName(path)).Order()];
+
+    [Theory]
+    [MemberData(nameof(BundledCassettes))]
+    public void BundledCassette_SaysWhereItCameFrom_AndNeverCallsHandWrittenDataRecorded(string name)
+    {
+        string source = Cassette.Load(Repo.Cassette(name)).Source;
+
+        Assert.False(string.IsNullOrWhiteSpace(source), $"{name} has no source");
+        Assert.Contains("not recorded from a live API", source);
+        Assert.DoesNotContain("Recorded by", source);
+    }
+
+    [Theory]
+    [MemberData(nameof(BundledCassettes))]
+    public void BundledCassette_Requests_HaveWhatCreateChatCompletionRequestRequires(string name)
+    {
+        foreach (Interaction interaction in Cassette.Load(Repo.Cassette(name)).Interactions)
+        {
+            JsonObject request = interaction.RequestBody!.AsObject();
+            Assert.Equal(JsonValueKind.String, request["model"]!.GetValueKind());
+            JsonArray messages = request["messages"]!.AsArray();
+            Assert.NotEmpty(messages); // minItems: 1
+            foreach (JsonNode? message in messages)
+                AssertRequestMessage(message!.AsObject());
+            foreach (JsonNode? tool in request["tools"]!.AsArray())
+            {
+                Assert.Equal("function", (string)tool!["type"]!);
+                Assert.Matches("^[a-zA-Z0-9_-]{1,64}$", (string)tool["function"]!["name"]!);
+                Assert.Equal("object", (string)tool["function"]!["parameters"]!["type"]!);
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(BundledCassettes))]
+    public void BundledCassette_Responses_HaveWhatCreateChatCompletionResponseRequires(string name)
+    {
+        foreach (Interaction interaction in Cassette.Load(Repo.Cassette(name)).Interactions.Where(i => i.Status == 200))
+        {
+            JsonObject response = interaction.ResponseBody!.AsObject();
+            Assert.Equal(JsonValueKind.String, response["id"]!.GetValueKind());
+            Assert.Equal("chat.completion", (string)response["object"]!);
+            Assert.Equal(JsonValueKind.Number, response["created"]!.GetValueKind());
+            Assert.Equal(JsonValueKind.String, response["model"]!.GetValueKind());
+            foreach (JsonNode? choice in response["choices"]!.AsArray())
+            {
+                Assert.Equal(JsonValueKind.Number, choice!["index"]!.GetValueKind());
+                Assert.True(choice.AsObject().ContainsKey("logprobs"), "logprobs is required (nullable)");
+                Assert.Contains((string)choice["finish_reason"]!, new[] { "stop", "length", "tool_calls", "content_filter", "function_call" });
+                JsonObject message = choice["message"]!.AsObject();
+                Assert.Equal("assistant", (string)message["role"]!);
+                Assert.True(message.ContainsKey("content") && message.ContainsKey("refusal"), "content and refusal are required (nullable)");
+                foreach (JsonNode? call in message["tool_calls"]?.AsArray() ?? [])
+                    AssertToolCall(call!.AsObject());
+            }
+            if (response["usage"] is JsonObject usage)
+            {
+                foreach (string field in new[] { "prompt_tokens", "completion_tokens", "total_tokens" })
+                    Assert.Equal(JsonValueKind.Number, usage[field]!.GetValueKind());
+            }
+        }
+    }
+
+    [Fact]
+    public void ToolDefinitions_AreWhatTheSpecCallsAFunctionTool()
+    {
+        JsonNode definition = ToolCalling.ToolDefinitions(DemoTools.Create())[0]!;
+
+        Assert.True(JsonNode.DeepEquals(JsonNode.Parse("""
+            {"type":"function","function":{"name":"get_weather","description":"Returns the current weather in the given city",
+             "parameters":{"type":"object","properties":{"city":{"type":"string","description":"City name, e.g. \"London\""}},"required":["city"]}}}
+            """), definition), definition.ToJsonString());
+    }
+
+    static void AssertRequestMessage(JsonObject message)
+    {
+        string role = (string)message["role"]!;
+        Assert.Contains(role, new[] { "developer", "system", "user", "assistant", "tool" });
+        if (role == "tool")
+        {
+            Assert.Equal(JsonValueKind.String, message["tool_call_id"]!.GetValueKind());
+            Assert.Equal(JsonValueKind.String, message["content"]!.GetValueKind());
+        }
+        if (role == "assistant" && message["tool_calls"] is JsonArray calls)
+        {
+            foreach (JsonNode? call in calls)
+                AssertToolCall(call!.AsObject());
+        }
+    }
+
+    static void AssertToolCall(JsonObject call)
+    {
+        Assert.Equal(JsonValueKind.String, call["id"]!.GetValueKind());
+        Assert.Equal("function", (string)call["type"]!);
+        Assert.Equal(JsonValueKind.String, call["function"]!["name"]!.GetValueKind());
+        Assert.Equal(JsonValueKind.String, call["function"]!["arguments"]!.GetValueKind()); // a JSON *string*
+        Assert.IsType<JsonObject>(JsonNode.Parse((string)call["function"]!["arguments"]!));
+    }
+}
+
+/// <summary>The reference reads as promised: the steps in order, one file, no packages.</summary>
+public class SourceTests
+{
+    static readonly string Source = File.ReadAllText(Path.Combine(Repo.Root, "ToolCall.cs"));
+
+    [Fact]
+    public void ToolCallCs_MarksStepsOneToFourInOrder_BeforeAnyHelper()
+    {
+        int[] steps = [.. Enumerable.Range(1, 4).Select(n => Source.IndexOf($"// Step {n}:", StringComparison.Ordinal))];
+
+        Assert.All(steps, position => Assert.True(position > 0));
+        Assert.Equal(steps.Order(), steps);
+        Assert.True(steps[3] < Source.IndexOf("THE REPLAY SERVER", StringComparison.Ordinal), "the replay server comes last");
+    }
+
+    [Fact]
+    public void ToolCallCs_UsesOnlyTheBaseClassLibrary()
+    {
+        string[] namespaces = [.. Regex.Matches(Source, @"^using ([\w.]+);", RegexOptions.Multiline).Select(m => m.Groups[1].Value)];
+
+        Assert.NotEmpty(namespaces);
+        Assert.All(namespaces, n => Assert.True(n == "System" || n.StartsWith("System.", StringComparison.Ordinal), n));
+    }
+
+    [Fact]
+    public void ToolCallCsproj_HasNoPackageReference_AndDoesNotCompileTheTests()
+    {
+        XDocument project = XDocument.Load(Path.Combine(Repo.Root, "ToolCall.csproj"));
+
+        Assert.Empty(project.Descendants("PackageReference"));
+        Assert.Contains(project.Descendants("Compile"), c => ((string?)c.Attribute("Remove"))?.Contains("ToolCall.Tests/**") == true);
+        Assert.Equal("true", (string?)project.Descendants("Nullable").Single() == "enable" ? "true" : "false");
+        Assert.Equal("true", (string?)project.Descendants("TreatWarningsAsErrors").Single());
+    }
+}

@@ -1,0 +1,250 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+
+namespace ToolCall.Tests;
+
+/// <summary>Paths in the repository, found from the test binaries upwards.</summary>
+static class Repo
+{
+    public static string Root { get; } = FindRoot();
+
+    public static string Cassette(string name) => Path.Combine(Root, "cassettes", name);
+
+    /// <summary>The ToolCall.dll built beside the tests (the project reference copies it here).</summary>
+    public static string ToolCallDll => Path.Combine(AppContext.BaseDirectory, "ToolCall.dll");
+
+    static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "ToolCall.csproj")))
+                return dir.FullName;
+        }
+        throw new InvalidOperationException("ToolCall.csproj not found above " + AppContext.BaseDirectory);
+    }
+}
+
+/// <summary>What one run of the program printed, and how it ended.</summary>
+sealed record CliResult(int ExitCode, string Stdout, string Stderr)
+{
+    public override string ToString() => $"exit {ExitCode}\n--- stdout\n{Stdout}--- stderr\n{Stderr}";
+}
+
+static class App
+{
+    /// <summary>Runs the command line in-process with an empty environment unless one is given.</summary>
+    public static async Task<CliResult> RunAsync(params string[] args) => await RunAsync(new Dictionary<string, string>(), args);
+
+    public static async Task<CliResult> RunAsync(IReadOnlyDictionary<string, string> environment, params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int exitCode = await Cli.RunAsync(args, name => environment.GetValueOrDefault(name), stdout, stderr, CancellationToken.None);
+        return new CliResult(exitCode, stdout.ToString(), stderr.ToString());
+    }
+
+    /// <summary>Starts `dotnet ToolCall.dll ARGS` as a separate process in the repository root, with no OPENAI_* settings.</summary>
+    public static Process Start(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            WorkingDirectory = Repo.Root,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            StandardOutputEncoding = Encoding.UTF8,
+            StandardErrorEncoding = Encoding.UTF8,
+        };
+        start.ArgumentList.Add(Repo.ToolCallDll);
+        foreach (string arg in args)
+            start.ArgumentList.Add(arg);
+        foreach (string name in new[] { "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL" })
+            start.Environment.Remove(name);
+        return Process.Start(start)!;
+    }
+}
+
+/// <summary>A folder of its own for each test, deleted afterwards.</summary>
+sealed class TempDir : IDisposable
+{
+    public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "toolcall-tests", Guid.NewGuid().ToString("N"));
+
+    public TempDir() => Directory.CreateDirectory(Path);
+
+    public string File(string name) => System.IO.Path.Combine(Path, name);
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Path, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>Builders for the JSON on the wire, so a test states its history in a few lines.</summary>
+static class Wire
+{
+    public const string Model = "gpt-4o-mini";
+
+    public static JsonObject User(string text) => new() { ["role"] = "user", ["content"] = text };
+
+    public static JsonObject ToolMessage(string callId, string content) =>
+        new() { ["role"] = "tool", ["tool_call_id"] = callId, ["content"] = content };
+
+    public static JsonObject Call(string? id, string name, JsonNode? arguments)
+    {
+        var call = new JsonObject();
+        if (id is not null)
+            call["id"] = id;
+        call["type"] = "function";
+        call["function"] = new JsonObject { ["name"] = name, ["arguments"] = arguments };
+        return call;
+    }
+
+    public static JsonObject WeatherCall(string id, string city) => Call(id, "get_weather", $$"""{"city":"{{city}}"}""");
+
+    /// <summary>An assistant message carrying tool calls, as the API returns it.</summary>
+    public static JsonObject AskForTools(params JsonObject[] calls) => new()
+    {
+        ["role"] = "assistant",
+        ["content"] = null,
+        ["tool_calls"] = new JsonArray([.. calls]),
+        ["refusal"] = null,
+    };
+
+    public static JsonObject Text(string content) => new() { ["role"] = "assistant", ["content"] = content, ["refusal"] = null };
+
+    /// <summary>A request as this project's client sends it: the messages and the demo tools.</summary>
+    public static JsonObject Request(params JsonObject[] messages) => new()
+    {
+        ["model"] = Model,
+        ["messages"] = new JsonArray([.. messages.Select(m => m.DeepClone())]),
+        ["tools"] = ToolCalling.ToolDefinitions(DemoTools.Create()),
+    };
+
+    /// <summary>A chat.completion response with one choice.</summary>
+    public static JsonObject Completion(JsonObject message, string? finishReason = null) => new()
+    {
+        ["id"] = "chatcmpl-test",
+        ["object"] = "chat.completion",
+        ["created"] = 1764086400,
+        ["model"] = "gpt-4o-mini-2024-07-18",
+        ["choices"] = new JsonArray(new JsonObject
+        {
+            ["index"] = 0,
+            ["message"] = message.DeepClone(),
+            ["logprobs"] = null,
+            ["finish_reason"] = finishReason ?? (message["tool_calls"] is null ? "stop" : "tool_calls"),
+        }),
+        ["usage"] = new JsonObject { ["prompt_tokens"] = 10, ["completion_tokens"] = 5, ["total_tokens"] = 15 },
+    };
+
+    public static Interaction Exchange(JsonObject request, JsonNode response, int status = 200) =>
+        new("POST", "/chat/completions", request.DeepClone(), status, response.DeepClone());
+
+    public static Cassette Cassette(params Interaction[] interactions) => new("Written by a test.", interactions);
+
+    /// <summary>Writes the cassette to a file in `dir` and returns its path.</summary>
+    public static string Save(this Cassette cassette, TempDir dir, string name = "cassette.json")
+    {
+        string path = dir.File(name);
+        cassette.Save(path);
+        return path;
+    }
+
+    public static string Weather(string city) => DemoTools.GetWeather(city);
+}
+
+/// <summary>HTTP calls to a server under test, with the JSON body back.</summary>
+static class Http
+{
+    static readonly HttpClient Client = new();
+
+    public static async Task<(HttpStatusCode Status, JsonNode? Body)> PostAsync(string url, JsonNode body)
+    {
+        using var content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json");
+        using HttpResponseMessage response = await Client.PostAsync(url, content);
+        string text = await response.Content.ReadAsStringAsync();
+        return (response.StatusCode, text.Length == 0 ? null : JsonNode.Parse(text));
+    }
+
+    public static async Task<(HttpStatusCode Status, JsonNode? Body)> PostTextAsync(string url, string body)
+    {
+        using var content = new StringContent(body, Encoding.UTF8, "application/json");
+        using HttpResponseMessage response = await Client.PostAsync(url, content);
+        string text = await response.Content.ReadAsStringAsync();
+        return (response.StatusCode, text.Length == 0 ? null : JsonNode.Parse(text));
+    }
+
+    /// <summary>A port that nothing listens on right now (taken from the OS, then released).</summary>
+    public static int ClosedPort()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
+    }
+}
+
+/// <summary>
+/// A one-shot HTTP server for tests that need to see the request's headers: it answers one request with a fixed
+/// chat.completion and keeps the head of the request it got.
+/// </summary>
+sealed class HeaderCapturingServer : IDisposable
+{
+    readonly TcpListener listener = new(IPAddress.Loopback, 0);
+    readonly Task<string> head;
+
+    public HeaderCapturingServer(JsonObject response)
+    {
+        listener.Start();
+        head = ServeOneAsync(Encoding.UTF8.GetBytes(response.ToJsonString()));
+    }
+
+    public string BaseUrl => $"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}/v1";
+
+    /// <summary>The request line and headers of the request it answered.</summary>
+    public Task<string> RequestHead => head;
+
+    async Task<string> ServeOneAsync(byte[] body)
+    {
+        using Socket socket = await listener.AcceptSocketAsync();
+        await using var stream = new NetworkStream(socket);
+        var received = new MemoryStream();
+        var buffer = new byte[4096];
+        string text;
+        while (!(text = Encoding.UTF8.GetString(received.ToArray())).Contains("\r\n\r\n"))
+        {
+            int read = await stream.ReadAsync(buffer);
+            if (read == 0)
+                break;
+            received.Write(buffer, 0, read);
+        }
+        int headEnd = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+        string requestHead = text[..headEnd];
+        int length = int.Parse(requestHead.Split("\r\n")
+            .First(line => line.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase))["Content-Length:".Length..]);
+        int bodyBytesLeft = length - ((int)received.Length - Encoding.UTF8.GetByteCount(text[..(headEnd + 4)]));
+        while (bodyBytesLeft > 0)
+        {
+            int read = await stream.ReadAsync(buffer);
+            if (read == 0)
+                break;
+            bodyBytesLeft -= read;
+        }
+        byte[] response = Encoding.ASCII.GetBytes(
+            $"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n");
+        await stream.WriteAsync(response);
+        await stream.WriteAsync(body);
+        return requestHead;
+    }
+
+    public void Dispose() => listener.Stop();
+}
