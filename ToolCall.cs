@@ -46,8 +46,24 @@ sealed record Tool(string Name, string Description, JsonObject Parameters, Func<
 
 static class DemoTools
 {
-    // In real life this would call a weather service; a fixed sentence keeps the flow easy to follow.
+    // In real life these would call a weather service; fixed sentences keep the flow easy to follow.
     public static string GetWeather(string city) => $"It's currently +18°C and partly cloudy in {city}";
+
+    public static string GetForecast(string city, int days, string unit, IReadOnlyList<string> include)
+    {
+        string[] skies = ["partly cloudy", "light rain", "sunny", "overcast", "showers", "clear", "windy"];
+        var forecast = new StringBuilder($"{days}-day forecast for {city}:");
+        for (int day = 1; day <= days; day++)
+        {
+            int celsius = 17 + day % 3;
+            string temperature = unit == "fahrenheit" ? $"{celsius * 9 / 5 + 32}°F" : $"+{celsius}°C";
+            forecast.Append($" day {day} {temperature} {skies[(day - 1) % skies.Length]}");
+            foreach (string detail in include)
+                forecast.Append(detail switch { "wind" => ", wind 12 km/h", "humidity" => ", humidity 70%", _ => ", rain 20%" });
+            forecast.Append(day < days ? ";" : ".");
+        }
+        return forecast.ToString();
+    }
 
     public static Tool[] Create() =>
     [
@@ -65,6 +81,44 @@ static class DemoTools
             },
             // The arguments were checked against the schema above before this runs (see ToolCalling.RunToolCall).
             Run: arguments => GetWeather(arguments["city"]!.GetValue<string>())),
+
+        // A richer schema, to show what models handle: an integer, an enum, an optional parameter and an array.
+        new Tool(
+            Name: "get_forecast",
+            Description: "Returns the daily weather forecast for the given city for the next days",
+            Parameters: new JsonObject
+            {
+                ["type"] = "object",
+                ["properties"] = new JsonObject
+                {
+                    ["city"] = new JsonObject { ["type"] = "string", ["description"] = "City name, e.g. \"London\"" },
+                    ["days"] = new JsonObject { ["type"] = "integer", ["description"] = "How many days, from 1 to 7" },
+                    ["unit"] = new JsonObject
+                    {
+                        ["type"] = "string",
+                        ["enum"] = new JsonArray("celsius", "fahrenheit"),
+                        ["description"] = "Temperature unit; celsius when left out",
+                    },
+                    ["include"] = new JsonObject
+                    {
+                        ["type"] = "array",
+                        ["items"] = new JsonObject { ["type"] = "string", ["enum"] = new JsonArray("wind", "humidity", "precipitation") },
+                        ["description"] = "Extra details for each day",
+                    },
+                },
+                ["required"] = new JsonArray("city", "days"),
+            },
+            Run: arguments =>
+            {
+                int days = arguments["days"]!.GetValue<int>();
+                if (days is < 1 or > 7)
+                    throw new ArgumentException($"days must be from 1 to 7, not {days}");
+                return GetForecast(
+                    arguments["city"]!.GetValue<string>(),
+                    days,
+                    Json.String(arguments["unit"]) ?? "celsius",
+                    [.. (arguments["include"] as JsonArray ?? []).Select(item => item!.GetValue<string>())]);
+            }),
     ];
 }
 
@@ -655,7 +709,7 @@ static class Cli
             baseUrl = replay.BaseUrl;
             apiKey = null; // a replay needs no key, so the key never leaves the process
             string why = offlineDefault ? "offline: no OPENAI_API_KEY or --base-url was given" : "offline";
-            log.Info($"Replaying {Path.GetRelativePath(Environment.CurrentDirectory, replayPath)} on {baseUrl} ({why}).");
+            log.Info($"Replaying {Shorter(replayPath)} on {baseUrl} ({why}).");
         }
         baseUrl ??= OpenAIBaseUrl;
         if (!Uri.TryCreate(baseUrl, UriKind.Absolute, out Uri? parsed) || parsed.Scheme is not ("http" or "https"))
@@ -735,6 +789,13 @@ static class Cli
     }
 
     static string? NonEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
+
+    /// <summary>The path relative to where you are when that is below it, else as it is.</summary>
+    static string Shorter(string path)
+    {
+        string relative = Path.GetRelativePath(Environment.CurrentDirectory, path);
+        return relative.StartsWith("..", StringComparison.Ordinal) ? path : relative;
+    }
 }
 
 sealed class Options

@@ -117,8 +117,8 @@ public class CommandLineTests
     {
         CliResult run = await App.RunAsync();
 
-        Assert.Contains("tokens: 70 in, 18 out", run.Stderr);
-        Assert.Contains("Tokens: 243 in total (205 in, 38 out) over 2 requests.", run.Stderr);
+        Assert.Contains("tokens: 143 in, 18 out", run.Stderr);
+        Assert.Contains("Tokens: 389 in total (351 in, 38 out) over 2 requests.", run.Stderr);
     }
 
     [Fact]

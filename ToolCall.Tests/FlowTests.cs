@@ -147,7 +147,7 @@ public class FlowTests
             Wire.Exchange(Wire.Request(Wire.User("Time in Paris?")), Wire.Completion(asked)),
             Wire.Exchange(
                 Wire.Request(Wire.User("Time in Paris?"), asked,
-                    Wire.ToolMessage("call_t", "Error: unknown function 'get_time'. Available functions: get_weather.")),
+                    Wire.ToolMessage("call_t", "Error: unknown function 'get_time'. Available functions: get_weather, get_forecast.")),
                 Wire.Completion(Wire.Text("I can only tell the weather.")))).Save(dir);
 
         CliResult run = await App.RunAsync("--replay", cassette);

@@ -17,7 +17,7 @@ public class ToolCallTests
 
     [Fact]
     public void UnknownFunction_NamesItAndTheFunctionsThatExist() =>
-        Assert.Equal("Error: unknown function 'get_time'. Available functions: get_weather.", ToolCalling.RunToolCall("get_time", "{}", Tools));
+        Assert.Equal("Error: unknown function 'get_time'. Available functions: get_weather, get_forecast.", ToolCalling.RunToolCall("get_time", "{}", Tools));
 
     [Fact]
     public void MissingRequiredArgument_NamesItAndItsType() =>
@@ -43,6 +43,23 @@ public class ToolCallTests
     [Fact]
     public void EmptyArgumentsString_MeansNoArguments() =>
         Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolCalling.RunToolCall("get_weather", "", Tools));
+
+    [Fact]
+    public void Forecast_TakesItsOptionalUnitAndArrayOfDetails() =>
+        Assert.Equal("2-day forecast for Oslo: day 1 64°F partly cloudy, wind 12 km/h; day 2 66°F light rain, wind 12 km/h.",
+            ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":2,"unit":"fahrenheit","include":["wind"]}""", Tools));
+
+    [Fact]
+    public void Forecast_WithoutTheOptionalUnit_UsesCelsius() =>
+        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":1}""", Tools));
+
+    [Theory]
+    [InlineData("""{"city":"Oslo","days":2,"unit":"kelvin"}""", "Error: get_forecast: argument 'unit' must be one of [\"celsius\",\"fahrenheit\"], not \"kelvin\".")]
+    [InlineData("""{"city":"Oslo","days":2.5}""", "Error: get_forecast: argument 'days' must be an integer, not a number.")]
+    [InlineData("""{"city":"Oslo","days":2,"include":["snow"]}""", "Error: get_forecast: argument 'include[0]' must be one of [\"wind\",\"humidity\",\"precipitation\"], not \"snow\".")]
+    [InlineData("""{"city":"Oslo","days":9}""", "Error: get_forecast failed: days must be from 1 to 7, not 9")]
+    public void Forecast_RejectsWhatItsSchemaOrItsCodeRejects(string arguments, string expected) =>
+        Assert.Equal(expected, ToolCalling.RunToolCall("get_forecast", arguments, Tools));
 
     [Fact]
     public void NestedSchemas_AreCheckedThroughObjectsArraysAndEnums()
