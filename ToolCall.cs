@@ -693,8 +693,9 @@ static class Cli
         bool offlineDefault = replayPath is null && apiKey is null && baseUrl is null;
         if (offlineDefault)
         {
-            replayPath = FindDefaultCassette() ?? throw new UsageException(
-                "no cassettes/weather.json here to replay. Pass --replay FILE, or set OPENAI_API_KEY or --base-url for a live run.");
+            string name = DefaultCassetteName(options);
+            replayPath = FindDefaultCassette(name) ?? throw new UsageException(
+                $"no cassettes/{name} here to replay. Pass --replay FILE, or set OPENAI_API_KEY or --base-url for a live run.");
         }
         if (options.Record is not null && Path.GetDirectoryName(Path.GetFullPath(options.Record)) is string folder && !Directory.Exists(folder))
             throw new UsageException($"--record {options.Record}: the folder {folder} does not exist. Create it or choose another path.");
@@ -770,18 +771,22 @@ static class Cli
         return 0;
     }
 
-    /// <summary>cassettes/weather.json where you run it, else weather.json beside you, else above the program.</summary>
-    static string? FindDefaultCassette()
+    /// <summary>The cassette the offline demo replays for these options: each option that changes the request on
+    /// the wire has a cassette of its own.</summary>
+    static string DefaultCassetteName(Options options) => "weather.json";
+
+    /// <summary>cassettes/NAME where you run it, else NAME beside you, else cassettes/NAME above the program.</summary>
+    static string? FindDefaultCassette(string name)
     {
         string here = Environment.CurrentDirectory;
-        foreach (string candidate in new[] { Path.Combine(here, "cassettes", "weather.json"), Path.Combine(here, "weather.json") })
+        foreach (string candidate in new[] { Path.Combine(here, "cassettes", name), Path.Combine(here, name) })
         {
             if (File.Exists(candidate))
                 return candidate;
         }
         for (DirectoryInfo? dir = new(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {
-            string candidate = Path.Combine(dir.FullName, "cassettes", "weather.json");
+            string candidate = Path.Combine(dir.FullName, "cassettes", name);
             if (File.Exists(candidate))
                 return candidate;
         }
