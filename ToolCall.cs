@@ -110,7 +110,7 @@ static class DemoTools
             },
             Run: arguments =>
             {
-                int days = arguments["days"]!.GetValue<int>();
+                int days = (int)arguments["days"]!.GetValue<double>(); // the schema check let only whole numbers through
                 if (days is < 1 or > 7)
                     throw new ArgumentException($"days must be from 1 to 7, not {days}");
                 return GetForecast(
@@ -238,12 +238,10 @@ static class ToolCalling
                 ids.Add(id);
             }
             call["type"] ??= "function";
-            function["arguments"] = function["arguments"] switch
-            {
-                null => "{}",                                                 // omitted for a function without parameters
-                JsonValue value when value.GetValueKind() == JsonValueKind.String => value,
-                JsonNode other => Json.Compact(other),                        // an object instead of its JSON string
-            };
+            if (function["arguments"] is not JsonNode arguments)
+                function["arguments"] = "{}";                     // omitted for a function without parameters
+            else if (arguments.GetValueKind() != JsonValueKind.String)
+                function["arguments"] = Json.Compact(arguments);  // an object instead of its JSON string
         }
     }
 
@@ -299,7 +297,7 @@ static class ToolCalling
     }
 
     static string HistoryShape(JsonArray messages) =>
-        string.Join(", ", messages.Select(m => Json.String(m?["role"]) switch
+        string.Join(", ", messages.Select(m => Json.String(Json.At(m, "role")) switch
         {
             "assistant" when m!["tool_calls"] is JsonArray calls => $"assistant with {Plural(calls.Count, "tool call")}",
             string role => role,
@@ -388,12 +386,12 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
 
     void CountUsage(JsonNode? usage)
     {
-        if (usage?["prompt_tokens"] is not JsonValue prompt || usage["completion_tokens"] is not JsonValue completion)
+        if (Json.At(usage, "prompt_tokens") is not JsonValue prompt || !prompt.TryGetValue(out long input) ||
+            Json.At(usage, "completion_tokens") is not JsonValue completion || !completion.TryGetValue(out long output))
         {
             LastUsage = "";
             return;
         }
-        long input = prompt.GetValue<long>(), output = completion.GetValue<long>();
         PromptTokens += input;
         CompletionTokens += output;
         LastUsage = $"; tokens: {input} in, {output} out";
@@ -410,7 +408,7 @@ static class ApiError
     public static string Describe(int status, string? reason, JsonNode? body, string text)
     {
         string head = $"HTTP {status} {reason}".TrimEnd();
-        string? message = Json.String(body?["error"]?["message"]) ?? Json.String(body?["message"]);
+        string? message = Json.String(Json.At(body, "error", "message")) ?? Json.String(Json.At(body, "message"));
         if (message is not null)
             return $"{head}: {message}";
         string snippet = text.Length > 200 ? text[..200] + "…" : text;
@@ -444,7 +442,7 @@ static class Schema
                 string name = Json.String(required) ?? "";
                 if (!obj.ContainsKey(name))
                 {
-                    string hint = properties[name]?["type"] is JsonNode t ? $" ({Describe(t)})" : "";
+                    string hint = Json.At(properties, name, "type") is JsonNode t ? $" ({Describe(t)})" : "";
                     return $"missing required argument '{Join(path, name)}'{hint}";
                 }
             }
@@ -517,6 +515,15 @@ static class Json
     public static string Compact(JsonNode? node) => node is null ? "null" : Encoding.UTF8.GetString(Utf8(node).Span);
 
     public static string Indented(JsonNode? node) => node is null ? "null" : Encoding.UTF8.GetString(Utf8(node, indented: true).Span);
+
+    /// <summary>The node at a path of property names, or null where a step is missing or not an object. (The
+    /// indexer node["name"] throws on an array or a value, and a server's JSON can be anything.)</summary>
+    public static JsonNode? At(JsonNode? node, params ReadOnlySpan<string> path)
+    {
+        foreach (string name in path)
+            node = node is JsonObject obj ? obj[name] : null;
+        return node;
+    }
 
     /// <summary>The string in a JSON string value, else null (for a number, an object, null or nothing).</summary>
     public static string? String(JsonNode? node) =>
@@ -962,8 +969,8 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
 
     /// <summary>The first user message of the first recorded request: the question the cassette answers.</summary>
     public string? FirstQuestion() =>
-        (Interactions[0].RequestBody?["messages"] as JsonArray)?
-            .Select(m => Json.String(m?["role"]) == "user" ? Json.String(m!["content"]) : null)
+        (Json.At(Interactions[0].RequestBody, "messages") as JsonArray)?
+            .Select(m => Json.String(Json.At(m, "role")) == "user" ? Json.String(Json.At(m, "content")) : null)
             .FirstOrDefault(text => text is not null);
 
     public JsonObject ToJson()
@@ -1068,12 +1075,12 @@ static class HistoryRules
                 unanswered.Clear();
                 for (int c = 0; c < calls.Count; c++)
                 {
-                    JsonNode? arguments = calls[c]?["function"]?["arguments"];
+                    JsonNode? arguments = Json.At(calls[c], "function", "arguments");
                     if (arguments is not null && arguments.GetValueKind() != JsonValueKind.String)
                         return ApiError.Create(
                             $"Invalid type for 'messages[{i}].tool_calls[{c}].function.arguments': expected a string, but got {Schema.KindName(arguments)} instead.",
                             param: $"messages[{i}].tool_calls[{c}].function.arguments", code: "invalid_type");
-                    string? id = Json.String(calls[c]?["id"]);
+                    string? id = Json.String(Json.At(calls[c], "id"));
                     if (id is not null && callIds.Add(id))
                         unanswered.Add(id);
                 }

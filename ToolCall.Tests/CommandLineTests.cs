@@ -134,6 +134,35 @@ public class CommandLineTests
         Assert.EndsWith("error: HTTP 401 Unauthorized: Incorrect API key provided: sk-test***. You can find your API key at https://platform.openai.com/account/api-keys.", run.Stderr.TrimEnd());
     }
 
+    [Theory]
+    [InlineData("\"overloaded\"", "error: HTTP 503 Service Unavailable: \"overloaded\"")]           // JSON, but not an object
+    [InlineData("[1, 2]", "error: HTTP 503 Service Unavailable: [1,2]")]
+    [InlineData("{\"error\": \"overloaded\"}", "error: HTTP 503 Service Unavailable: {\"error\":\"overloaded\"}")] // error is not an object
+    public async Task ErrorBodyOfAnyJsonShape_EndsInOneLine(string body, string expected)
+    {
+        using var dir = new TempDir();
+        string cassette = Wire.Cassette(Wire.Exchange(Wire.Request(Wire.User("Hello?")), JsonNode.Parse(body)!, status: 503)).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.EndsWith(expected, run.Stderr.TrimEnd());
+    }
+
+    [Fact]
+    public async Task UsageOfAnUnexpectedShape_IsIgnored_NotFatal()
+    {
+        using var dir = new TempDir();
+        JsonObject response = Wire.Completion(Wire.Text("Hi."));
+        response["usage"] = new JsonObject { ["prompt_tokens"] = "ten", ["completion_tokens"] = 1.5 };
+        string cassette = Wire.Cassette(Wire.Exchange(Wire.Request(Wire.User("Hello?")), response)).Save(dir);
+
+        CliResult run = await App.RunAsync("--replay", cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.DoesNotContain("tokens:", run.Stderr);
+    }
+
     [Fact]
     public async Task UnreachableServer_ExitsWith1AndOneLine()
     {

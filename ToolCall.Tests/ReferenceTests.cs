@@ -50,6 +50,10 @@ public class ToolCallTests
             ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":2,"unit":"fahrenheit","include":["wind"]}""", Tools));
 
     [Fact]
+    public void Forecast_AcceptsAWholeNumberWrittenWithAFraction() =>
+        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":1.0}""", Tools));
+
+    [Fact]
     public void Forecast_WithoutTheOptionalUnit_UsesCelsius() =>
         Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":1}""", Tools));
 
