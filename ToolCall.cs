@@ -567,7 +567,7 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
         readonly Stopwatch elapsed = Stopwatch.StartNew();
         readonly Timer timer;
         readonly Lock gate = new();
-        bool shown;
+        bool shown, done;
 
         public WaitingLine(TextWriter stderr)
         {
@@ -579,6 +579,8 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
         {
             lock (gate)
             {
+                if (done)
+                    return; // a tick that was already running when the reply came
                 stderr.Write($"\r  waiting for the model... {elapsed.Elapsed.TotalSeconds:0.0}s ");
                 stderr.Flush();
                 shown = true;
@@ -592,7 +594,7 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
             {
                 if (shown)
                     stderr.Write("\r" + new string(' ', 40) + "\r");
-                shown = false;
+                done = true;
             }
         }
     }
