@@ -65,6 +65,8 @@ static class DemoTools
         return forecast.ToString();
     }
 
+    static JsonObject CityParameter() => new() { ["type"] = "string", ["description"] = "City name, e.g. \"London\"" };
+
     public static Tool[] Create() =>
     [
         new Tool(
@@ -75,7 +77,7 @@ static class DemoTools
                 ["type"] = "object",
                 ["properties"] = new JsonObject
                 {
-                    ["city"] = new JsonObject { ["type"] = "string", ["description"] = "City name, e.g. \"London\"" },
+                    ["city"] = CityParameter(),
                 },
                 ["required"] = new JsonArray("city"),
             },
@@ -91,7 +93,7 @@ static class DemoTools
                 ["type"] = "object",
                 ["properties"] = new JsonObject
                 {
-                    ["city"] = new JsonObject { ["type"] = "string", ["description"] = "City name, e.g. \"London\"" },
+                    ["city"] = CityParameter(),
                     ["days"] = new JsonObject { ["type"] = "integer", ["description"] = "How many days, from 1 to 7" },
                     ["unit"] = new JsonObject
                     {

@@ -66,56 +66,37 @@ public class FlowTests
     {
         // Spaces, a key order of its own and an escaped character: only a JSON parser reads this right.
         const string arguments = """ { "city" : "T\u014dky\u014d" } """;
-        using var dir = new TempDir();
-        string cassette = Wire.Cassette(
-            Wire.Exchange(Wire.Request(Wire.User("Tokyo?")), Wire.Completion(Wire.AskForTools(Wire.Call("call_a", "get_weather", arguments)))),
-            Wire.Exchange(
-                Wire.Request(Wire.User("Tokyo?"), Wire.AskForTools(Wire.Call("call_a", "get_weather", arguments)), Wire.ToolMessage("call_a", Wire.Weather("Tōkyō"))),
-                Wire.Completion(Wire.Text("Mild in Tōkyō.")))).Save(dir);
+        JsonObject asked = Wire.AskForTools(Wire.Call("call_a", "get_weather", arguments));
 
-        CliResult run = await App.RunAsync("--replay", cassette);
-
-        Assert.True(run.ExitCode == 0, run.ToString());
-        Assert.Equal("Mild in Tōkyō.", run.Stdout.Trim());
+        await AnswersAsync("Mild in Tōkyō.", Wire.OneRound(
+            "Tokyo?", Wire.Completion(asked), asked, [Wire.ToolMessage("call_a", Wire.Weather("Tōkyō"))], "Mild in Tōkyō."));
     }
 
     [Fact]
     public async Task ArgumentsSentAsAnObject_AreAccepted_AndSentBackAsAJsonString()
     {
-        using var dir = new TempDir();
-        string cassette = Wire.Cassette(
-            Wire.Exchange(Wire.Request(Wire.User("Oslo?")), Wire.Completion(Wire.AskForTools(Wire.Call("call_o", "get_weather", new JsonObject { ["city"] = "Oslo" })))),
-            // The history rules of the replay server reject an object here, as the API does: only a string passes.
-            Wire.Exchange(
-                Wire.Request(Wire.User("Oslo?"), Wire.AskForTools(Wire.Call("call_o", "get_weather", """{"city":"Oslo"}""")), Wire.ToolMessage("call_o", Wire.Weather("Oslo"))),
-                Wire.Completion(Wire.Text("Cloudy in Oslo.")))).Save(dir);
+        JsonObject asked = Wire.AskForTools(Wire.Call("call_o", "get_weather", new JsonObject { ["city"] = "Oslo" }));
+        // The history rules of the replay server reject an object in the history, as the API does: only a string passes.
+        JsonObject sentBack = Wire.AskForTools(Wire.Call("call_o", "get_weather", """{"city":"Oslo"}"""));
 
-        CliResult run = await App.RunAsync("--replay", cassette);
-
-        Assert.True(run.ExitCode == 0, run.ToString());
-        Assert.Equal("Cloudy in Oslo.", run.Stdout.Trim());
+        await AnswersAsync("Cloudy in Oslo.", Wire.OneRound(
+            "Oslo?", Wire.Completion(asked), sentBack, [Wire.ToolMessage("call_o", Wire.Weather("Oslo"))], "Cloudy in Oslo."));
     }
 
     [Fact]
     public async Task MissingEmptyOrRepeatedCallIds_GetGeneratedIds_UsedInBothTheAssistantAndTheToolMessage()
     {
-        using var dir = new TempDir();
         JsonObject asked = Wire.AskForTools(Wire.WeatherCall("", "Rome"), Wire.WeatherCall("call_dup", "Oslo"), Wire.WeatherCall("call_dup", "Bern"));
         asked["tool_calls"]!.AsArray().Insert(0, Wire.Call(null, "get_weather", """{"city":"Kyiv"}"""));
         JsonObject completed = Wire.AskForTools(
             Wire.WeatherCall("call_1_0", "Kyiv"), Wire.WeatherCall("call_1_1", "Rome"), Wire.WeatherCall("call_dup", "Oslo"), Wire.WeatherCall("call_1_3", "Bern"));
-        string cassette = Wire.Cassette(
-            Wire.Exchange(Wire.Request(Wire.User("Four cities?")), Wire.Completion(asked)),
-            Wire.Exchange(
-                Wire.Request(Wire.User("Four cities?"), completed,
-                    Wire.ToolMessage("call_1_0", Wire.Weather("Kyiv")), Wire.ToolMessage("call_1_1", Wire.Weather("Rome")),
-                    Wire.ToolMessage("call_dup", Wire.Weather("Oslo")), Wire.ToolMessage("call_1_3", Wire.Weather("Bern"))),
-                Wire.Completion(Wire.Text("Mild everywhere.")))).Save(dir);
+        JsonObject[] answers =
+        [
+            Wire.ToolMessage("call_1_0", Wire.Weather("Kyiv")), Wire.ToolMessage("call_1_1", Wire.Weather("Rome")),
+            Wire.ToolMessage("call_dup", Wire.Weather("Oslo")), Wire.ToolMessage("call_1_3", Wire.Weather("Bern")),
+        ];
 
-        CliResult run = await App.RunAsync("--replay", cassette);
-
-        Assert.True(run.ExitCode == 0, run.ToString());
-        Assert.Equal("Mild everywhere.", run.Stdout.Trim());
+        await AnswersAsync("Mild everywhere.", Wire.OneRound("Four cities?", Wire.Completion(asked), completed, answers, "Mild everywhere."));
     }
 
     [Theory]
@@ -123,37 +104,22 @@ public class FlowTests
     [InlineData(null)]
     public async Task ToolCallsAreDecidedByTheirPresence_NotByFinishReason(string? finishReason)
     {
-        using var dir = new TempDir();
-        JsonObject response = Wire.Completion(Wire.AskForTools(Wire.WeatherCall("call_s", "Lima")));
+        JsonObject asked = Wire.AskForTools(Wire.WeatherCall("call_s", "Lima"));
+        JsonObject response = Wire.Completion(asked);
         response["choices"]![0]!["finish_reason"] = finishReason;
-        string cassette = Wire.Cassette(
-            Wire.Exchange(Wire.Request(Wire.User("Lima?")), response),
-            Wire.Exchange(
-                Wire.Request(Wire.User("Lima?"), Wire.AskForTools(Wire.WeatherCall("call_s", "Lima")), Wire.ToolMessage("call_s", Wire.Weather("Lima"))),
-                Wire.Completion(Wire.Text("Grey in Lima.")))).Save(dir);
 
-        CliResult run = await App.RunAsync("--replay", cassette);
-
-        Assert.True(run.ExitCode == 0, run.ToString());
-        Assert.Equal("Grey in Lima.", run.Stdout.Trim());
+        await AnswersAsync("Grey in Lima.", Wire.OneRound(
+            "Lima?", response, asked, [Wire.ToolMessage("call_s", Wire.Weather("Lima"))], "Grey in Lima."));
     }
 
     [Fact]
     public async Task UnknownFunction_IsAnsweredWithAnErrorToolMessage_AndTheFlowGoesOn()
     {
-        using var dir = new TempDir();
         JsonObject asked = Wire.AskForTools(Wire.Call("call_t", "get_time", """{"city":"Paris"}"""));
-        string cassette = Wire.Cassette(
-            Wire.Exchange(Wire.Request(Wire.User("Time in Paris?")), Wire.Completion(asked)),
-            Wire.Exchange(
-                Wire.Request(Wire.User("Time in Paris?"), asked,
-                    Wire.ToolMessage("call_t", "Error: unknown function 'get_time'. Available functions: get_weather, get_forecast.")),
-                Wire.Completion(Wire.Text("I can only tell the weather.")))).Save(dir);
+        JsonObject error = Wire.ToolMessage("call_t", "Error: unknown function 'get_time'. Available functions: get_weather, get_forecast.");
 
-        CliResult run = await App.RunAsync("--replay", cassette);
-
-        Assert.True(run.ExitCode == 0, run.ToString());
-        Assert.Equal("I can only tell the weather.", run.Stdout.Trim());
+        await AnswersAsync("I can only tell the weather.", Wire.OneRound(
+            "Time in Paris?", Wire.Completion(asked), asked, [error], "I can only tell the weather."));
     }
 
     [Theory]
@@ -162,21 +128,15 @@ public class FlowTests
     [InlineData("""{"city": 75}""", "argument 'city' must be a string")]  // wrong type
     public async Task BadArguments_AreAnsweredWithAnErrorToolMessageNamingTheFunction_AndTheFlowGoesOn(string arguments, string expected)
     {
-        using var dir = new TempDir();
         JsonObject asked = Wire.AskForTools(Wire.Call("call_b", "get_weather", arguments));
         string error = ToolCalling.RunToolCall("get_weather", arguments, DemoTools.Create());
         Assert.StartsWith("Error: ", error);
         Assert.Contains("get_weather", error);
         Assert.Contains(expected, error);
-        string cassette = Wire.Cassette(
-            Wire.Exchange(Wire.Request(Wire.User("Paris?")), Wire.Completion(asked)),
-            Wire.Exchange(
-                Wire.Request(Wire.User("Paris?"), asked, Wire.ToolMessage("call_b", error)),
-                Wire.Completion(Wire.Text("Let me try again later.")))).Save(dir);
 
-        CliResult run = await App.RunAsync("--replay", cassette);
+        CliResult run = await AnswersAsync("Let me try again later.", Wire.OneRound(
+            "Paris?", Wire.Completion(asked), asked, [Wire.ToolMessage("call_b", error)], "Let me try again later."));
 
-        Assert.True(run.ExitCode == 0, run.ToString());
         Assert.Contains($"-> {error}", run.Stderr);
     }
 
@@ -232,28 +192,19 @@ public class FlowTests
     [Fact]
     public async Task TextReply_IsPrintedAsTheAnswer_WithoutRunningAnyTool()
     {
-        using var dir = new TempDir();
-        string cassette = Wire.Cassette(
-            Wire.Exchange(Wire.Request(Wire.User("Hello?")), Wire.Completion(Wire.Text("Hello! Ask me about the weather.")))).Save(dir);
+        CliResult run = await AnswersAsync("Hello! Ask me about the weather.", Wire.Cassette(
+            Wire.Exchange(Wire.Request(Wire.User("Hello?")), Wire.Completion(Wire.Text("Hello! Ask me about the weather.")))));
 
-        CliResult run = await App.RunAsync("--replay", cassette);
-
-        Assert.True(run.ExitCode == 0, run.ToString());
-        Assert.Equal("Hello! Ask me about the weather.", run.Stdout.Trim());
         Assert.DoesNotContain("Step 3", run.Stderr);
     }
 
     [Fact]
     public async Task Refusal_IsPrintedAsTheAnswer_AndSaidSoOnStderr()
     {
-        using var dir = new TempDir();
         JsonObject refusal = new() { ["role"] = "assistant", ["content"] = null, ["refusal"] = "I can't help with that." };
-        string cassette = Wire.Cassette(Wire.Exchange(Wire.Request(Wire.User("Hello?")), Wire.Completion(refusal))).Save(dir);
 
-        CliResult run = await App.RunAsync("--replay", cassette);
+        CliResult run = await AnswersAsync("I can't help with that.", Wire.Cassette(Wire.Exchange(Wire.Request(Wire.User("Hello?")), Wire.Completion(refusal))));
 
-        Assert.True(run.ExitCode == 0, run.ToString());
-        Assert.Equal("I can't help with that.", run.Stdout.Trim());
         Assert.Contains("refused", run.Stderr);
     }
 
@@ -282,6 +233,16 @@ public class FlowTests
 
         Assert.Equal(1, run.ExitCode);
         Assert.Contains("error: the response has no choices", run.Stderr);
+    }
+
+    /// <summary>Replays the cassette through the command line and checks that the flow ends with `answer`.</summary>
+    static async Task<CliResult> AnswersAsync(string answer, Cassette cassette)
+    {
+        using var dir = new TempDir();
+        CliResult run = await App.RunAsync("--replay", cassette.Save(dir));
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal(answer, run.Stdout.Trim());
+        return run;
     }
 
     /// <summary>London first, then Paris in a second round, then the answer.</summary>

@@ -150,6 +150,15 @@ static class Wire
 
     public static Cassette Cassette(params Interaction[] interactions) => new("Written by a test.", interactions);
 
+    /// <summary>
+    /// One round of tool calls: the question is answered with `reply` (asking for tools); the client must then send
+    /// the question, `sentBack` (the assistant message as history needs it) and `toolMessages`, which gets `answer`.
+    /// </summary>
+    public static Cassette OneRound(string question, JsonObject reply, JsonObject sentBack, JsonObject[] toolMessages, string answer) =>
+        Cassette(
+            Exchange(Request(User(question)), reply),
+            Exchange(Request([User(question), sentBack, .. toolMessages]), Completion(Text(answer))));
+
     /// <summary>Writes the cassette to a file in `dir` and returns its path.</summary>
     public static string Save(this Cassette cassette, TempDir dir, string name = "cassette.json")
     {
