@@ -128,12 +128,35 @@ static class DemoTools
 // The four steps
 // =====================================================================================================================
 
+/// <summary>
+/// The request fields that steer tool use; at their defaults they stay off the request (the API's defaults apply).
+///   ToolChoice         `tool_choice`: "auto" (the model decides), "none" (answer in text), "required" (call at least
+///                      one tool), or a function's name (call exactly that one).
+///   ParallelToolCalls  false sends `parallel_tool_calls: false`: at most one tool call per reply.
+///   Strict             every function gets `strict: true` and its schema in strict form (see StrictSchema).
+/// </summary>
+sealed record ToolOptions(string? ToolChoice = null, bool ParallelToolCalls = true, bool Strict = false)
+{
+    public static readonly ToolOptions Default = new();
+
+    /// <summary>"required" and a function's name make the model call a tool, on every request that carries them.</summary>
+    public bool ForcesACall => ToolChoice is not (null or "auto" or "none");
+
+    /// <summary>The `tool_choice` value: a mode as a string, a function as {"type":"function","function":{"name"}}.</summary>
+    public JsonNode? ToolChoiceValue() => ToolChoice switch
+    {
+        null => null,
+        "auto" or "none" or "required" => JsonValue.Create(ToolChoice),
+        string name => new JsonObject { ["type"] = "function", ["function"] = new JsonObject { ["name"] = name } },
+    };
+}
+
 static class ToolCalling
 {
     /// <summary>Runs the whole flow for one question and returns the model's final text.</summary>
     public static async Task<string> RunAsync(
-        ChatClient chat, string model, string question, IReadOnlyList<Tool> tools, int maxRounds, StepLog log,
-        CancellationToken cancellationToken)
+        ChatClient chat, string model, string question, IReadOnlyList<Tool> tools, ToolOptions options, int maxRounds,
+        StepLog log, CancellationToken cancellationToken)
     {
         // Step 1: send the question and the tools. The request object *is* the conversation: step 3 appends to its
         // `messages` and step 4 sends the same object again, so the history can never drift from what was sent.
@@ -142,9 +165,13 @@ static class ToolCalling
         {
             ["model"] = model,
             ["messages"] = messages,
-            ["tools"] = ToolDefinitions(tools),
+            ["tools"] = ToolDefinitions(tools, options.Strict),
         };
-        log.Step(1, $"POST {chat.Url}: 1 message, tools: {string.Join(", ", tools.Select(t => t.Name))}");
+        if (options.ToolChoiceValue() is JsonNode toolChoice)
+            request["tool_choice"] = toolChoice;
+        if (!options.ParallelToolCalls)
+            request["parallel_tool_calls"] = false;
+        log.Step(1, $"POST {chat.Url}: 1 message, tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolFieldsShown(request, options)}");
         JsonObject response = await chat.PostAsync(request, cancellationToken);
 
         for (int round = 1; ; round++)
@@ -182,31 +209,57 @@ static class ToolCalling
 
             // Step 4: send the whole history again. The reply goes back to step 2: text ends the flow, more tool calls
             // start another round.
-            log.Step(4, $"POST {chat.Url}: {Plural(messages.Count, "message")} ({HistoryShape(messages)})");
+            string released = "";
+            if (options.ForcesACall && round == 1)
+            {
+                // "required" or a function's name forces a tool call on *every* request that carries it: sent again,
+                // the model could never answer in text and the loop would only end at --max-rounds. The forced call
+                // has been made and answered; from here on the model chooses.
+                request["tool_choice"] = "auto";
+                released = "; tool_choice now \"auto\"";
+            }
+            log.Step(4, $"POST {chat.Url}: {Plural(messages.Count, "message")} ({HistoryShape(messages)}){released}");
             response = await chat.PostAsync(request, cancellationToken);
         }
     }
 
-    /// <summary>The `tools` array of step 1: {"type":"function","function":{name, description, parameters}}.</summary>
-    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools)
+    /// <summary>
+    /// The `tools` array of step 1: {"type":"function","function":{name, description, parameters}}. With `strict`,
+    /// each function also gets "strict": true and its schema rewritten to the strict form; a schema that still breaks
+    /// the strict rules stops here, before anything is sent, since the API would only answer it with a 400.
+    /// </summary>
+    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools, bool strict = false)
     {
         var definitions = new JsonArray();
         foreach (Tool tool in tools)
         {
-            JsonNode definition = new JsonObject
+            var function = new JsonObject
             {
-                ["type"] = "function",
-                ["function"] = new JsonObject
-                {
-                    ["name"] = tool.Name,
-                    ["description"] = tool.Description,
-                    ["parameters"] = tool.Parameters.DeepClone(), // a JSON node has one parent; each request gets its copy
-                },
+                ["name"] = tool.Name,
+                ["description"] = tool.Description,
+                // A JSON node has one parent: each request gets its own copy of the schema.
+                ["parameters"] = strict ? StrictSchema.Rewrite(tool.Parameters) : tool.Parameters.DeepClone(),
             };
+            if (strict)
+            {
+                if (StrictSchema.FirstViolation((JsonObject)function["parameters"]!) is string violation)
+                    throw new UsageException(
+                        $"the schema of tool '{tool.Name}' breaks the strict-mode rules, so the API would reject it: {violation} " +
+                        "Fix the schema, or run without --strict.");
+                function["strict"] = true;
+            }
+            JsonNode definition = new JsonObject { ["type"] = "function", ["function"] = function };
             definitions.Add(definition);
         }
         return definitions;
     }
+
+    /// <summary>For the step log: the fields beyond messages and tools that step 1 puts on the wire.</summary>
+    static string ToolFieldsShown(JsonObject request, ToolOptions options) =>
+        (options.Strict ? " (each strict: true)" : "") +
+        string.Concat(new[] { "tool_choice", "parallel_tool_calls" }
+            .Where(request.ContainsKey)
+            .Select(field => $"; {field}: {Json.Compact(request[field])}"));
 
     /// <summary>Step 2's read: choices[0].message, detached from the response so that step 3 can append it as is.</summary>
     static (JsonObject Message, string FinishReason) TakeFirstMessage(JsonObject response)
@@ -272,6 +325,9 @@ static class ToolCalling
         }
         if (parsed is not JsonObject args)
             return $"Error: the arguments for {name} must be a JSON object, not {Schema.KindName(parsed)}.";
+        // In strict mode every argument is required, so the model sends null for an optional one it leaves out:
+        // read that null as "left out", and your function sees the same arguments with or without strict mode.
+        Schema.RemoveNullOptionals(args, tool.Parameters);
         if (Schema.FirstProblem(args, tool.Parameters, "") is string problem)
             return $"Error: {name}: {problem}.";
 
@@ -466,6 +522,27 @@ static class Schema
         return null;
     }
 
+    /// <summary>Removes, in `value` and the objects within it, each argument that is null and not required.</summary>
+    public static void RemoveNullOptionals(JsonNode? value, JsonObject schema)
+    {
+        if (value is JsonObject obj)
+        {
+            HashSet<string?> required = [.. (schema["required"] as JsonArray ?? []).Select(Json.String)];
+            foreach (string name in obj.Where(p => p.Value is null && !required.Contains(p.Key)).Select(p => p.Key).ToList())
+                obj.Remove(name);
+            foreach ((string name, JsonNode? property) in obj)
+            {
+                if (schema["properties"]?[name] is JsonObject propertySchema)
+                    RemoveNullOptionals(property, propertySchema);
+            }
+        }
+        if (value is JsonArray array && schema["items"] is JsonObject itemSchema)
+        {
+            foreach (JsonNode? item in array)
+                RemoveNullOptionals(item, itemSchema);
+        }
+    }
+
     static bool TypeMatches(JsonNode? value, JsonNode type) => type switch
     {
         JsonArray anyOf => anyOf.Any(t => t is not null && TypeMatches(value, t)),
@@ -497,6 +574,103 @@ static class Schema
     };
 
     static string Join(string path, string name) => path.Length == 0 ? name : $"{path}.{name}";
+}
+
+/// <summary>
+/// Strict mode (`"strict": true` on a function): the API constrains the model's arguments to the schema, and accepts
+/// only schemas in strict form. Every object says `"additionalProperties": false` and lists every property in
+/// `required`; an optional property is made nullable instead ("type": ["string", "null"]), and the model sends null
+/// for it. Rewrite produces that form; FirstViolation checks it in the API's words, for the client before it sends
+/// and for the replay server, which answers with the API's 400.
+/// </summary>
+static class StrictSchema
+{
+    /// <summary>A copy of `schema` in strict form. An `additionalProperties` you set is kept: if it is not false,
+    /// FirstViolation reports it, because replacing it would change what your function accepts.</summary>
+    public static JsonObject Rewrite(JsonObject schema)
+    {
+        var strict = (JsonObject)schema.DeepClone();
+        RewriteInPlace(strict);
+        return strict;
+    }
+
+    static void RewriteInPlace(JsonObject schema)
+    {
+        if (schema["properties"] is JsonObject properties)
+        {
+            HashSet<string?> required = [.. (schema["required"] as JsonArray ?? []).Select(Json.String)];
+            foreach ((string name, JsonNode? property) in properties)
+            {
+                if (property is not JsonObject propertySchema)
+                    continue;
+                RewriteInPlace(propertySchema);
+                if (!required.Contains(name))
+                    MakeNullable(propertySchema);
+            }
+            schema["required"] = new JsonArray([.. properties.Select(p => (JsonNode?)p.Key)]);
+        }
+        if (IsObject(schema))
+            schema["additionalProperties"] ??= false;
+        if (schema["items"] is JsonObject items)
+            RewriteInPlace(items);
+        foreach (JsonObject alternative in (schema["anyOf"] as JsonArray ?? []).OfType<JsonObject>())
+            RewriteInPlace(alternative);
+    }
+
+    /// <summary>Lets the value be null, the strict way to say "optional". An enum must list null too: otherwise the
+    /// type would allow null and the enum forbid it.</summary>
+    static void MakeNullable(JsonObject schema)
+    {
+        if (schema["type"] is JsonArray types && !types.Any(IsNull))
+            types.Add((JsonNode)"null");
+        else if (Json.String(schema["type"]) is string type && type != "null")
+            schema["type"] = new JsonArray(type, "null");
+        else if (schema["type"] is null && schema["anyOf"] is JsonArray alternatives && !alternatives.Any(a => IsNull(a?["type"])))
+            alternatives.Add((JsonNode)new JsonObject { ["type"] = "null" });
+        if (schema["enum"] is JsonArray values && !values.Contains(null))
+            values.Add((JsonNode?)null);
+    }
+
+    /// <summary>The first way `schema` breaks the strict rules, as the API words it ("In context=(), ..."), or null.</summary>
+    public static string? FirstViolation(JsonObject schema) => FirstViolation(schema, []);
+
+    // `context` is the path from the root, printed as the API prints it: a Python tuple such as ('properties', 'days').
+    static string? FirstViolation(JsonObject schema, string[] context)
+    {
+        string at = $"In context=({string.Join(", ", context)}{(context.Length == 1 ? "," : "")}), ";
+        if (IsObject(schema))
+        {
+            if (schema["additionalProperties"]?.GetValueKind() != JsonValueKind.False)
+                return at + "'additionalProperties' is required to be supplied and to be false.";
+            JsonObject properties = schema["properties"] as JsonObject ?? [];
+            string?[] required = schema["required"] is JsonArray list ? [.. list.Select(Json.String)] : [];
+            const string RequiredRule = "'required' is required to be supplied and to be an array including every key in properties.";
+            if (properties.Select(p => p.Key).FirstOrDefault(key => !required.Contains(key)) is string missing)
+                return at + $"{RequiredRule} Missing '{missing}'.";
+            if (required.FirstOrDefault(key => key is null || !properties.ContainsKey(key)) is string extra)
+                return at + $"{RequiredRule} Extra required key '{extra}' supplied.";
+        }
+        foreach ((string name, JsonNode? property) in schema["properties"] as JsonObject ?? [])
+        {
+            if (property is JsonObject propertySchema && FirstViolation(propertySchema, [.. context, "'properties'", $"'{name}'"]) is string problem)
+                return problem;
+        }
+        if (schema["items"] is JsonObject items && FirstViolation(items, [.. context, "'items'"]) is string itemProblem)
+            return itemProblem;
+        JsonArray alternatives = schema["anyOf"] as JsonArray ?? [];
+        for (int i = 0; i < alternatives.Count; i++)
+        {
+            if (alternatives[i] is JsonObject alternative && FirstViolation(alternative, [.. context, "'anyOf'", $"{i}"]) is string problem)
+                return problem;
+        }
+        return null;
+    }
+
+    static bool IsObject(JsonObject schema) =>
+        schema.ContainsKey("properties") || Json.String(schema["type"]) == "object" ||
+        schema["type"] is JsonArray types && types.Any(t => Json.String(t) == "object");
+
+    static bool IsNull(JsonNode? type) => Json.String(type) == "null";
 }
 
 static class Json
@@ -605,7 +779,8 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
 /// <summary>An expected failure of the flow or the API: one line on stderr, exit code 1.</summary>
 sealed class FlowException(string message) : Exception(message);
 
-/// <summary>A mistake in how the program was called: one line on stderr, exit code 2.</summary>
+/// <summary>A mistake in how the program was called or configured, found before anything is sent (an unknown option,
+/// a tool schema that --strict cannot send): one line on stderr, exit code 2. Trying again cannot help.</summary>
 sealed class UsageException(string message) : Exception(message);
 
 // =====================================================================================================================
@@ -637,6 +812,10 @@ static class Cli
           --record FILE      write every request and response of this run to a cassette
           --trace            print the full JSON of each request and response on stderr (key redacted)
           --max-rounds N     answer at most N replies that ask for tools (default 8)
+          --tool-choice C    auto, none, required, or a function's name to force that function (tool_choice);
+                             offline, each has its cassette: cassettes/tool-choice-C.json
+          --no-parallel      at most one tool call per reply (parallel_tool_calls: false; cassettes/no-parallel.json)
+          --strict           every function strict: true, its schema in strict form (cassettes/strict.json)
           --port N           with serve: the port to listen on (default 0: any free port)
           -h, --help         this text
 
@@ -698,6 +877,13 @@ static class Cli
         string model = options.Model ?? NonEmpty(environment("OPENAI_MODEL")) ?? DefaultModel;
         var log = new StepLog(stderr, options.Trace, interactive);
 
+        Tool[] tools = DemoTools.Create();
+        CheckToolChoice(options.ToolChoice, tools);
+        var toolOptions = new ToolOptions(options.ToolChoice, ParallelToolCalls: !options.NoParallel, options.Strict);
+        if (options.Strict && !options.NoParallel)
+            log.Info("Note: OpenAI documents strict schemas as not compatible with parallel function calls (a parallel call " +
+                     "may not match the schema); add --no-parallel to rule them out.");
+
         string? replayPath = options.Replay;
         if (replayPath is not null && options.BaseUrl is not null)
             throw new UsageException("--replay and --base-url cannot be combined: --replay serves the cassette on its own local URL.");
@@ -735,7 +921,7 @@ static class Cli
             try
             {
                 string answer = await ToolCalling.RunAsync(
-                    chat, model, question ?? DefaultQuestion, DemoTools.Create(), options.MaxRounds, log, cancellationToken);
+                    chat, model, question ?? DefaultQuestion, tools, toolOptions, options.MaxRounds, log, cancellationToken);
                 stdout.WriteLine(answer);
                 if (chat.PromptTokens + chat.CompletionTokens > 0)
                     log.Info($"Tokens: {chat.PromptTokens + chat.CompletionTokens} in total ({chat.PromptTokens} in, {chat.CompletionTokens} out) over {ToolCalling.Plural(chat.Requests, "request")}.");
@@ -783,8 +969,29 @@ static class Cli
     }
 
     /// <summary>The cassette the offline demo replays for these options: each option that changes the request on
-    /// the wire has a cassette of its own.</summary>
-    static string DefaultCassetteName(Options options) => "weather.json";
+    /// the wire has a cassette of its own, named after it (tool-choice-required.json, no-parallel.json, strict.json;
+    /// options together: no-parallel+strict.json). Without any it is weather.json.</summary>
+    static string DefaultCassetteName(Options options)
+    {
+        var parts = new List<string>();
+        if (options.ToolChoice is string choice)
+            parts.Add($"tool-choice-{choice}");
+        if (options.NoParallel)
+            parts.Add("no-parallel");
+        if (options.Strict)
+            parts.Add("strict");
+        return parts.Count == 0 ? "weather.json" : string.Join('+', parts) + ".json";
+    }
+
+    /// <summary>--tool-choice takes a mode or the name of one of the tools; anything else is caught before it is sent.</summary>
+    static void CheckToolChoice(string? choice, IReadOnlyList<Tool> tools)
+    {
+        if (choice is null or "auto" or "none" or "required" || tools.Any(t => t.Name == choice))
+            return;
+        throw new UsageException(
+            $"--tool-choice {choice}: no tool has that name. Use auto, none, required, or the name of a tool to force it: " +
+            $"{string.Join(", ", tools.Select(t => t.Name))}.");
+    }
 
     /// <summary>cassettes/NAME where you run it, else NAME beside you, else cassettes/NAME above the program.</summary>
     static string? FindDefaultCassette(string name)
@@ -823,6 +1030,9 @@ sealed class Options
     public string? Record { get; private set; }
     public bool Trace { get; private set; }
     public int MaxRounds { get; private set; } = 8;
+    public string? ToolChoice { get; private set; }
+    public bool NoParallel { get; private set; }
+    public bool Strict { get; private set; }
     public bool Help { get; private set; }
     public string? ServeCassette { get; private set; }
     public int Port { get; private set; }
@@ -849,6 +1059,9 @@ sealed class Options
                 case "--record" when !serve: options.Record = Value(); break;
                 case "--trace" when !serve: options.Trace = true; break;
                 case "--max-rounds" when !serve: options.MaxRounds = WholeNumber(arg, Value(), min: 1, max: 1000); break;
+                case "--tool-choice" when !serve: options.ToolChoice = Value(); break;
+                case "--no-parallel" when !serve: options.NoParallel = true; break;
+                case "--strict" when !serve: options.Strict = true; break;
                 case "--port" when serve: options.Port = WholeNumber(arg, Value(), min: 0, max: 65535); break;
                 case "--api-key" or "--key":
                     throw new UsageException(
@@ -916,7 +1129,8 @@ sealed class Recorder(string baseUrl)
 //
 //   A real HTTP/1.1 server on loopback that answers POST /v1/chat/completions from a cassette, so that the demo and
 //   the tests run offline and deterministically. Like the real API it keeps connections alive and enforces the
-//   history rules (with the API's own 400 wording), so every gotcha of tool calling is an executable test.
+//   rules on tools, tool_choice and the history (with the API's own 400 wording), so every gotcha of tool calling is
+//   an executable test.
 // ---------------------------------------------------------------------------------------------------------------------
 // =====================================================================================================================
 
@@ -1020,6 +1234,91 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
         {
             File.Delete(temporary); // nothing to delete after a successful move
         }
+    }
+}
+
+/// <summary>
+/// The rules the real API enforces on `tools`, `tool_choice` and `parallel_tool_calls`, checked on every request
+/// before the history rules and the cassette. The wording, `param` and `code` are the API's, from error responses
+/// quoted in public issues, except where a comment says the wording is our own.
+/// </summary>
+static class RequestRules
+{
+    const int MaxNameLength = 64; // the OpenAPI spec's limit for a function name, and the one the quoted errors name
+
+    public static JsonObject? FirstViolation(JsonObject request)
+    {
+        // An empty `tools` array counts as none: public reports show the API accepting `tools: []` and then rejecting
+        // the parallel_tool_calls sent beside it.
+        if (request["tools"] is not JsonArray { Count: > 0 } tools)
+        {
+            foreach (string field in new[] { "tool_choice", "parallel_tool_calls" })
+            {
+                if (request[field] is not null)
+                    return ApiError.Create($"Invalid value for '{field}': '{field}' is only allowed when 'tools' are specified.", param: field);
+            }
+            return null;
+        }
+        return FirstNameViolation(tools) ?? ToolChoiceViolation(request["tool_choice"], tools) ?? FirstStrictViolation(tools);
+    }
+
+    /// <summary>Each function name matches ^[a-zA-Z0-9_-]{1,64}$ and no two are the same.</summary>
+    static JsonObject? FirstNameViolation(JsonArray tools)
+    {
+        var firstIndex = new Dictionary<string, int>();
+        for (int i = 0; i < tools.Count; i++)
+        {
+            string param = $"tools[{i}].function.name";
+            if (Json.String(tools[i]?["function"]?["name"]) is not string name)
+                // The API's form for a missing field (as for messages above); no quote for this field was found.
+                return ApiError.Create($"Missing required parameter: '{param}'.", param: param, code: "missing_required_parameter");
+            if (name.Length > MaxNameLength)
+                return ApiError.Create(
+                    $"Invalid '{param}': string too long. Expected a string with maximum length {MaxNameLength}, but got a string with length {name.Length} instead.",
+                    param: param, code: "string_above_max_length");
+            if (name.Length == 0 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
+                return ApiError.Create(
+                    $"Invalid '{param}': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                    param: param, code: "invalid_value");
+            if (!firstIndex.TryAdd(name, i))
+                // Our own wording: no public quote of the API's answer to a repeated function name was found.
+                return ApiError.Create(
+                    $"Invalid 'tools': the function name '{name}' is used by tools[{firstIndex[name]}] and tools[{i}]. Function names must be unique.",
+                    param: param);
+        }
+        return null;
+    }
+
+    /// <summary>`tool_choice` is a mode ("none", "auto", "required") or names a function that is in `tools`.</summary>
+    static JsonObject? ToolChoiceViolation(JsonNode? choice, JsonArray tools)
+    {
+        if (Json.String(choice) is string mode)
+            return mode is "none" or "auto" or "required"
+                ? null
+                : ApiError.Create($"Invalid value: '{mode}'. Supported values are: 'none', 'auto', and 'required'.", param: "tool_choice", code: "invalid_value");
+        if (choice is not JsonObject || Json.String(choice["type"]) != "function")
+            return null;
+        string? name = Json.String(choice["function"]?["name"]);
+        if (tools.Any(tool => Json.String(tool?["function"]?["name"]) == name))
+            return null;
+        // The wording OpenAI answers with in its Responses API, quoted in public issues; no quote for Chat Completions
+        // was found, so this assumes the same sentence.
+        return ApiError.Create("Tool choice 'function' not found in 'tools' parameter.", param: "tool_choice");
+    }
+
+    /// <summary>A function with "strict": true needs its parameters in strict form (see StrictSchema).</summary>
+    static JsonObject? FirstStrictViolation(JsonArray tools)
+    {
+        for (int i = 0; i < tools.Count; i++)
+        {
+            if (tools[i]?["function"] is not JsonObject function || function["strict"]?.GetValueKind() != JsonValueKind.True)
+                continue;
+            if (StrictSchema.FirstViolation(function["parameters"] as JsonObject ?? []) is string violation)
+                return ApiError.Create(
+                    $"Invalid schema for function '{Json.String(function["name"])}': {violation}",
+                    param: $"tools[{i}].function.parameters", code: "invalid_function_parameters");
+        }
+        return null;
     }
 }
 
@@ -1263,7 +1562,7 @@ sealed class ReplayServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Routing, the history rules, then the cassette.</summary>
+    /// <summary>Routing, the request rules, the history rules, then the cassette.</summary>
     (int Status, JsonNode? Body) Handle(HttpRequestReader.Request request)
     {
         string path = request.Path.Split('?')[0];
@@ -1288,8 +1587,8 @@ sealed class ReplayServer : IAsyncDisposable
         {
             if (body is not JsonObject chatRequest)
                 return Log(request, 400, ApiError.Create("The request body must be a JSON object."), "body is not an object");
-            if (HistoryRules.FirstViolation(chatRequest) is JsonObject violation)
-                return Log(request, 400, violation, "history rule: " + Json.String(violation["error"]!["message"]));
+            if ((RequestRules.FirstViolation(chatRequest) ?? HistoryRules.FirstViolation(chatRequest)) is JsonObject violation)
+                return Log(request, 400, violation, "rule: " + Json.String(violation["error"]!["message"]));
         }
 
         lock (gate)

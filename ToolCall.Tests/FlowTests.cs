@@ -160,7 +160,7 @@ public class FlowTests
         using var http = new HttpClient();
 
         string answer = await ToolCalling.RunAsync(
-            new ChatClient(http, server.BaseUrl, null, StepLog.Silent), Wire.Model, "Boom?", tools, 8, StepLog.Silent, CancellationToken.None);
+            new ChatClient(http, server.BaseUrl, null, StepLog.Silent), Wire.Model, "Boom?", tools, ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
 
         Assert.Equal("The sensor is offline.", answer);
     }

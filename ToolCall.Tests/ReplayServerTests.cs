@@ -201,7 +201,7 @@ public class ReplayServerTests
         for (int run = 0; run < 3; run++)
         {
             string answer = await ToolCalling.RunAsync(
-                new ChatClient(http, server.BaseUrl, null, StepLog.Silent), Wire.Model, Cli.DefaultQuestion, DemoTools.Create(), 8, StepLog.Silent, CancellationToken.None);
+                new ChatClient(http, server.BaseUrl, null, StepLog.Silent), Wire.Model, Cli.DefaultQuestion, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
             Assert.Equal("It's currently +18°C and partly cloudy in London.", answer);
         }
     }
@@ -216,7 +216,7 @@ public class ReplayServerTests
         {
             await ToolCalling.RunAsync(
                 new ChatClient(http, server.BaseUrl, null, StepLog.Silent), Wire.Model, "What's the weather in London and Paris right now?",
-                DemoTools.Create(), 8, StepLog.Silent, CancellationToken.None);
+                DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
         }
 
         Assert.Equal(1, server.ConnectionsAccepted); // six requests, one TCP connection
