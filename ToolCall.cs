@@ -532,7 +532,7 @@ static class Schema
                 obj.Remove(name);
             foreach ((string name, JsonNode? property) in obj)
             {
-                if (schema["properties"]?[name] is JsonObject propertySchema)
+                if (Json.At(schema, "properties", name) is JsonObject propertySchema)
                     RemoveNullOptionals(property, propertySchema);
             }
         }
@@ -625,7 +625,7 @@ static class StrictSchema
             types.Add((JsonNode)"null");
         else if (Json.String(schema["type"]) is string type && type != "null")
             schema["type"] = new JsonArray(type, "null");
-        else if (schema["type"] is null && schema["anyOf"] is JsonArray alternatives && !alternatives.Any(a => IsNull(a?["type"])))
+        else if (schema["type"] is null && schema["anyOf"] is JsonArray alternatives && !alternatives.Any(a => IsNull(Json.At(a, "type"))))
             alternatives.Add((JsonNode)new JsonObject { ["type"] = "null" });
         if (schema["enum"] is JsonArray values && !values.Contains(null))
             values.Add((JsonNode?)null);
@@ -1269,7 +1269,7 @@ static class RequestRules
         for (int i = 0; i < tools.Count; i++)
         {
             string param = $"tools[{i}].function.name";
-            if (Json.String(tools[i]?["function"]?["name"]) is not string name)
+            if (Json.String(Json.At(tools[i], "function", "name")) is not string name)
                 // The API's form for a missing field (as for messages above); no quote for this field was found.
                 return ApiError.Create($"Missing required parameter: '{param}'.", param: param, code: "missing_required_parameter");
             if (name.Length > MaxNameLength)
@@ -1298,8 +1298,8 @@ static class RequestRules
                 : ApiError.Create($"Invalid value: '{mode}'. Supported values are: 'none', 'auto', and 'required'.", param: "tool_choice", code: "invalid_value");
         if (choice is not JsonObject || Json.String(choice["type"]) != "function")
             return null;
-        string? name = Json.String(choice["function"]?["name"]);
-        if (tools.Any(tool => Json.String(tool?["function"]?["name"]) == name))
+        string? name = Json.String(Json.At(choice, "function", "name"));
+        if (tools.Any(tool => Json.String(Json.At(tool, "function", "name")) == name))
             return null;
         // The wording OpenAI answers with in its Responses API, quoted in public issues; no quote for Chat Completions
         // was found, so this assumes the same sentence.
@@ -1311,7 +1311,7 @@ static class RequestRules
     {
         for (int i = 0; i < tools.Count; i++)
         {
-            if (tools[i]?["function"] is not JsonObject function || function["strict"]?.GetValueKind() != JsonValueKind.True)
+            if (Json.At(tools[i], "function") is not JsonObject function || function["strict"]?.GetValueKind() != JsonValueKind.True)
                 continue;
             if (StrictSchema.FirstViolation(function["parameters"] as JsonObject ?? []) is string violation)
                 return ApiError.Create(

@@ -476,6 +476,20 @@ public class RequestRuleTests
         Assert.Equal("string_above_max_length", (string)error["code"]!);
     }
 
+    [Theory]
+    [InlineData("""{"tools":["get_weather"]}""", "Missing required parameter: 'tools[0].function.name'.")]
+    [InlineData("""{"tool_choice":{"type":"function","function":"get_weather"}}""", "Tool choice 'function' not found in 'tools' parameter.")]
+    public async Task MalformedToolFields_AreA400_NotACrash(string fields, string expected)
+    {
+        JsonObject request = Wire.Request(Wire.User("Hello?"));
+        foreach ((string name, JsonNode? value) in JsonNode.Parse(fields)!.AsObject())
+            request[name] = value?.DeepClone();
+
+        JsonObject error = await RejectedAsync(request);
+
+        Assert.Equal(expected, (string)error["message"]!);
+    }
+
     [Fact]
     public async Task RequestWithEveryOptionSetRight_IsServedFromTheCassette()
     {
