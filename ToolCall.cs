@@ -801,8 +801,8 @@ static class Cli
           ToolCall serve CASSETTE [--port N]   serve a cassette as a local API; prints its base URL
 
         Where it goes:
-          With neither OPENAI_API_KEY nor a base URL, it replays cassettes/weather.json offline on a local
-          port. Otherwise it is live: against --base-url or OPENAI_BASE_URL (default https://api.openai.com/v1).
+          With neither OPENAI_API_KEY nor a base URL, it replays cassettes/weather.json (or the cassette named
+          after the options below) offline on a local port. Otherwise it is live: against --base-url or OPENAI_BASE_URL (default https://api.openai.com/v1).
           The key is read only from OPENAI_API_KEY; a key is optional when a base URL is given.
 
         Options:
@@ -812,10 +812,11 @@ static class Cli
           --record FILE      write every request and response of this run to a cassette
           --trace            print the full JSON of each request and response on stderr (key redacted)
           --max-rounds N     answer at most N replies that ask for tools (default 8)
-          --tool-choice C    auto, none, required, or a function's name to force that function (tool_choice);
-                             offline, each has its cassette: cassettes/tool-choice-C.json
-          --no-parallel      at most one tool call per reply (parallel_tool_calls: false; cassettes/no-parallel.json)
-          --strict           every function strict: true, its schema in strict form (cassettes/strict.json)
+          --tool-choice C    tool_choice: auto, none, required, or a function's name to force that function
+                             (offline: cassettes/tool-choice-C.json, bundled for auto, none, required, get_weather)
+          --no-parallel      parallel_tool_calls: false, at most one tool call per reply (offline: no-parallel.json)
+          --strict           strict: true on every function, its schema in strict form (offline: strict.json;
+                             with --no-parallel: no-parallel+strict.json)
           --port N           with serve: the port to listen on (default 0: any free port)
           -h, --help         this text
 
