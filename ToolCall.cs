@@ -316,7 +316,7 @@ static class ToolCalling
         try
         {
             string text = Json.String(arguments) ?? "";
-            parsed = string.IsNullOrWhiteSpace(text) ? new JsonObject() : JsonNode.Parse(text);
+            parsed = string.IsNullOrWhiteSpace(text) ? new JsonObject() : Json.Parse(text);
         }
         catch (JsonException e)
         {
@@ -364,7 +364,7 @@ static class ToolCalling
 
     internal static string Plural(int count, string noun) => count == 1 ? $"1 {noun}" : $"{count} {noun}s";
 
-    static string FirstSentence(string text) => text.Split(". ")[0].TrimEnd('.');
+    internal static string FirstSentence(string text) => text.Split(". ")[0].TrimEnd('.');
 }
 
 // =====================================================================================================================
@@ -375,6 +375,9 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
 {
     public Uri Url { get; } = new(baseUrl.TrimEnd('/') + "/chat/completions");
 
+    /// <summary>When to send a failed request again, and how long one attempt may take (--retries, --timeout).</summary>
+    public RetryPolicy Retries { get; init; } = new();
+
     /// <summary>Token usage of the last response, as text for the step log ("" when the server reports none).</summary>
     public string LastUsage { get; private set; } = "";
 
@@ -384,62 +387,111 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
 
     public async Task<JsonObject> PostAsync(JsonObject body, CancellationToken cancellationToken)
     {
-        // Serialize once, straight to UTF-8: the same bytes go on the wire, into the trace and into a recording.
+        // Serialize once, straight to UTF-8: the same bytes go on the wire (on every retry), into the trace and into
+        // a recording.
         ReadOnlyMemory<byte> bytes = Json.Utf8(body);
         log.Trace($"POST {Url}" + (apiKey is null ? "" : "\nAuthorization: Bearer [redacted]"), body);
 
-        using var request = new HttpRequestMessage(HttpMethod.Post, Url) { Content = new ReadOnlyMemoryContent(bytes) };
-        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-        if (apiKey is not null)
-            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
-
         using IDisposable? waiting = log.ShowWaiting();
-        using HttpResponseMessage response = await SendAsync(request, cancellationToken);
-        Requests++;
-        int status = (int)response.StatusCode;
-        if (!response.IsSuccessStatusCode)
-        {
-            // Error bodies are small; read them as text so a proxy's HTML page can be shown too.
-            string text = await response.Content.ReadAsStringAsync(cancellationToken);
-            JsonNode? error = Json.TryParse(text);
-            recorder?.Add(bytes, status, error ?? JsonValue.Create(text));
-            log.Trace($"HTTP {status}", error ?? JsonValue.Create(text));
-            throw new FlowException(ApiError.Describe(status, response.ReasonPhrase, error, text));
-        }
-
-        JsonNode? json;
-        try
-        {
-            // Parse straight from the response stream: no intermediate string.
-            await using Stream stream = await response.Content.ReadAsStreamAsync(cancellationToken);
-            json = await JsonNode.ParseAsync(stream, cancellationToken: cancellationToken);
-        }
-        catch (JsonException e)
-        {
-            throw new FlowException($"HTTP {status}, but the response body is not valid JSON ({e.Message}).");
-        }
-        recorder?.Add(bytes, status, json);
-        log.Trace($"HTTP {status}", json);
-        if (json is not JsonObject completion)
-            throw new FlowException($"HTTP {status}, but the response body is not a JSON object.");
+        (int status, string? contentType, byte[] content) = await SendAsync(bytes, cancellationToken);
+        JsonObject completion = ReadCompletion(status, contentType, content);
+        log.Trace($"HTTP {status}", completion);
         CountUsage(completion["usage"]);
         return completion;
     }
 
-    async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    /// <summary>
+    /// Sends the request until it gets a 2xx or a failure that retrying cannot fix (see RetryPolicy). Each attempt has
+    /// --timeout seconds to deliver the whole response, body included; a retry sends the very same bytes.
+    /// </summary>
+    async Task<(int Status, string? ContentType, byte[] Body)> SendAsync(ReadOnlyMemory<byte> requestBody, CancellationToken cancellationToken)
     {
+        for (int retry = 0; ; retry++)
+        {
+            using var timeout = new CancellationTokenSource(Retries.Timeout, Retries.Time);
+            using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+            FailedAttempt failure;
+            try
+            {
+                using HttpResponseMessage response = await http.SendAsync(NewRequest(requestBody), HttpCompletionOption.ResponseHeadersRead, attempt.Token);
+                byte[] content = await response.Content.ReadAsByteArrayAsync(attempt.Token);
+                Requests++;
+                int status = (int)response.StatusCode;
+                recorder?.Add(requestBody, status, content, response.Headers);
+                if (response.IsSuccessStatusCode)
+                    return (status, response.Content.Headers.ContentType?.MediaType, content);
+                failure = ApiFailure(response, content);
+            }
+            catch (Exception e) when ((e is HttpRequestException or IOException) && !cancellationToken.IsCancellationRequested)
+            {
+                string reason = RetryPolicy.Reason(e);
+                failure = new FailedAttempt(
+                    $"a connection error ({reason})", $"could not reach {Url} ({reason}). Check the base URL and that the server is running.", Retriable: true);
+            }
+            catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            {
+                string seconds = RetryPolicy.Seconds(Retries.Timeout);
+                failure = new FailedAttempt(
+                    $"no response within {seconds} s", $"no complete response from {Url} within {seconds} s (--timeout). Raise --timeout if the model needs longer.", Retriable: true);
+            }
+
+            if (!failure.Retriable || retry >= Retries.MaxRetries)
+                throw new FlowException(failure.Error + RetryPolicy.GaveUpAfter(retry));
+            (TimeSpan wait, string why) = Retries.NextWait(retry, failure.ServerWait);
+            log.Info($"retry {retry + 1}/{Retries.MaxRetries} after {failure.What}: waiting {RetryPolicy.Seconds(wait)} s ({why})");
+            await Retries.WaitAsync(wait, cancellationToken);
+        }
+    }
+
+    HttpRequestMessage NewRequest(ReadOnlyMemory<byte> body)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, Url) { Content = new ReadOnlyMemoryContent(body) };
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        if (apiKey is not null)
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+        return request;
+    }
+
+    /// <summary>An error status: the line to show (with the API's own message) and whether a retry may help.</summary>
+    FailedAttempt ApiFailure(HttpResponseMessage response, byte[] content)
+    {
+        int status = (int)response.StatusCode;
+        // Read error bodies as text, so that a proxy's HTML page can be shown too.
+        string text = Encoding.UTF8.GetString(content);
+        JsonNode? error = Json.TryParse(text);
+        log.Trace($"HTTP {status}", error ?? JsonValue.Create(text));
+        return new FailedAttempt(
+            $"HTTP {status} {response.ReasonPhrase}".TrimEnd(),
+            ApiError.Describe(status, response.ReasonPhrase, error, text),
+            RetryPolicy.IsRetriable(status),
+            Retries.ServerWait(response.Headers));
+    }
+
+    /// <summary>
+    /// A 2xx body must be a chat.completion object. A broken one is an error, not a retry: the server did answer
+    /// (and the model's work is paid for), and the same request tends to get the same broken answer.
+    /// </summary>
+    static JsonObject ReadCompletion(int status, string? contentType, byte[] body)
+    {
+        string what = $"HTTP {status}, but the response body";
+        if (body.AsSpan().Trim(" \t\r\n"u8).IsEmpty)
+            throw new FlowException($"{what} is empty: there is no completion to read.");
+        JsonNode? json;
         try
         {
-            return await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+            json = Json.Parse(body);
         }
-        catch (HttpRequestException e)
+        catch (JsonException e)
         {
-            throw new FlowException($"could not reach {Url} ({e.Message}). Check the base URL and that the server is running.");
+            if (Json.IsCutOff(body))
+                throw new FlowException($"{what} is cut off: its {body.Length} bytes end in the middle of the JSON. Try again.");
+            string type = contentType is null or "application/json" ? "" : $" ({contentType})";
+            string start = Encoding.UTF8.GetString(body, 0, Math.Min(body.Length, 40)).ReplaceLineEndings(" ");
+            throw new FlowException(
+                $"{what}{type} is not JSON ({ToolCalling.FirstSentence(e.Message)}); it starts with \"{start}\". " +
+                "Check that the base URL points at an OpenAI-compatible API.");
         }
-        catch (TaskCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            throw new FlowException($"no response from {Url} within {http.Timeout.TotalSeconds:0} seconds.");
-        }
+        return json as JsonObject ?? throw new FlowException($"{what} is {Schema.KindName(json)}, not a JSON object.");
     }
 
     void CountUsage(JsonNode? usage)
@@ -456,6 +508,101 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     }
 }
 
+// =====================================================================================================================
+// Surviving the real API: retries, timeouts
+// =====================================================================================================================
+
+/// <summary>
+/// When and how soon to send a failed request again, as the official OpenAI SDKs do (openai-python's _base_client.py;
+/// the Node and Go SDKs use the same numbers):
+/// - retry 408 Request Timeout, 409 Conflict, 429 Too Many Requests, any 5xx, a timeout and a connection error;
+///   never another 4xx (400, 401, 403, 404, 422...): the same request would fail the same way;
+/// - at most 2 retries by default (--retries N);
+/// - wait 0.5 s, then 1 s, 2 s... up to 8 s, each shortened by up to a quarter at random ("jitter"), so that clients
+///   that failed together do not all come back at the same moment;
+/// - but when the server says how long to wait (retry-after-ms, or Retry-After in seconds or as an HTTP date), wait
+///   that long, if it is more than 0 and at most 60 s; a longer wait is not honoured (the SDKs fall back to backoff).
+/// </summary>
+sealed class RetryPolicy
+{
+    static readonly TimeSpan FirstBackoff = TimeSpan.FromSeconds(0.5);
+    static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(8);
+    public static readonly TimeSpan MaxServerWait = TimeSpan.FromSeconds(60);
+
+    public int MaxRetries { get; init; } = 2;
+
+    /// <summary>How long one attempt may take, from sending the request to the last byte of the response.</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>The clock of the timeouts and of Retry-After dates. Tests pass one they move by hand.</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    /// <summary>How to wait before a retry: Task.Delay on Time unless set. Tests pass one that only notes the wait.</summary>
+    public Func<TimeSpan, CancellationToken, Task>? Delay { get; init; }
+
+    /// <summary>The source of the jitter. Tests pass a seeded one.</summary>
+    public Random Random { get; init; } = Random.Shared;
+
+    public static bool IsRetriable(int status) => status is 408 or 409 or 429 or >= 500;
+
+    /// <summary>How long the server asks the client to wait, and the header that said so; null when it does not say.</summary>
+    public (TimeSpan Wait, string Header)? ServerWait(HttpResponseHeaders headers)
+    {
+        // retry-after-ms (OpenAI's own) is more precise than Retry-After's whole seconds, so it wins.
+        if (Header(headers, "retry-after-ms") is string ms && Number(ms) is double milliseconds)
+            return (TimeSpan.FromMilliseconds(milliseconds), "retry-after-ms");
+        if (Header(headers, "Retry-After") is not string retryAfter)
+            return null;
+        if (Number(retryAfter) is double seconds)
+            return (TimeSpan.FromSeconds(seconds), "Retry-After");
+        if (DateTimeOffset.TryParseExact(retryAfter, "r", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out DateTimeOffset date))
+            return (date - Time.GetUtcNow(), "Retry-After"); // an HTTP date: "Wed, 21 Oct 2015 07:28:00 GMT"
+        return null;
+    }
+
+    /// <summary>The wait before retry number retry + 1 (retry counts from 0), and why it is that long.</summary>
+    public (TimeSpan Wait, string Why) NextWait(int retry, (TimeSpan Wait, string Header)? server)
+    {
+        if (server is ({ } asked, string header) && asked > TimeSpan.Zero && asked <= MaxServerWait)
+            return (asked, header);
+        double doubled = FirstBackoff.TotalSeconds * Math.Pow(2, Math.Min(retry, 30));
+        TimeSpan backoff = TimeSpan.FromSeconds(Math.Min(doubled, MaxBackoff.TotalSeconds) * (1 - 0.25 * Random.NextDouble()));
+        return server is ({ } tooLong, string name) && tooLong > MaxServerWait
+            ? (backoff, $"backoff; the server's {name} of {Seconds(tooLong)} s is over the {Seconds(MaxServerWait)} s cap")
+            : (backoff, "backoff");
+    }
+
+    public Task WaitAsync(TimeSpan wait, CancellationToken cancellationToken) =>
+        Delay?.Invoke(wait, cancellationToken) ?? Task.Delay(wait, Time, cancellationToken);
+
+    public static string GaveUpAfter(int retries) => retries switch
+    {
+        0 => "",
+        1 => " (gave up after 1 retry)",
+        _ => $" (gave up after {retries} retries)",
+    };
+
+    public static string Seconds(TimeSpan time) => time.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture);
+
+    /// <summary>What went wrong with a connection, in a few words: the innermost message says it best.</summary>
+    public static string Reason(Exception e)
+    {
+        while (e.InnerException is not null && e.InnerException is not OperationCanceledException)
+            e = e.InnerException;
+        return e.Message.TrimEnd('.');
+    }
+
+    static string? Header(HttpResponseHeaders headers, string name) =>
+        headers.TryGetValues(name, out IEnumerable<string>? values) ? values.FirstOrDefault()?.Trim() : null;
+
+    /// <summary>A finite number of seconds or milliseconds that a TimeSpan can hold ("1", "1.5"), else null.</summary>
+    static double? Number(string text) =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && Math.Abs(value) < 1e9 ? value : null;
+}
+
+/// <summary>An attempt without a usable answer: `What` for the retry line, `Error` for the error line if it is the last.</summary>
+sealed record FailedAttempt(string What, string Error, bool Retriable, (TimeSpan Wait, string Header)? ServerWait = null);
+
 /// <summary>The API's own error shape: {"error": {"message", "type", "param", "code"}}.</summary>
 static class ApiError
 {
@@ -466,7 +613,8 @@ static class ApiError
     public static string Describe(int status, string? reason, JsonNode? body, string text)
     {
         string head = $"HTTP {status} {reason}".TrimEnd();
-        string? message = Json.String(Json.At(body, "error", "message")) ?? Json.String(Json.At(body, "message"));
+        // {"error": {"message"}} as the API sends it; some servers send {"error": "..."} (Ollama) or {"message": "..."}.
+        string? message = Json.String(Json.At(body, "error", "message")) ?? Json.String(Json.At(body, "error")) ?? Json.String(Json.At(body, "message"));
         if (message is not null)
             return $"{head}: {message}";
         string snippet = text.Length > 200 ? text[..200] + "…" : text;
@@ -705,16 +853,41 @@ static class Json
     public static string? String(JsonNode? node) =>
         node is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>() : null;
 
+    // A JSON object with a key twice parses, then throws on first use; refuse it while parsing, as invalid JSON.
+    static readonly JsonDocumentOptions ParseOptions = new() { AllowDuplicateProperties = false };
+
+    /// <summary>Parses JSON from elsewhere (the server, the model, a file). Throws JsonException when it is not valid.</summary>
+    public static JsonNode? Parse(ReadOnlySpan<byte> utf8) => JsonNode.Parse(utf8, documentOptions: ParseOptions);
+
+    public static JsonNode? Parse(string text) => JsonNode.Parse(text, documentOptions: ParseOptions);
+
     public static JsonNode? TryParse(string text)
     {
         try
         {
-            return JsonNode.Parse(text);
+            return Parse(text);
         }
         catch (JsonException)
         {
             return null;
         }
+    }
+
+    /// <summary>True when the bytes that failed to parse are the start of valid JSON that ends too soon: cut off in transit.</summary>
+    public static bool IsCutOff(ReadOnlySpan<byte> utf8)
+    {
+        var reader = new Utf8JsonReader(utf8, isFinalBlock: false, state: default);
+        try
+        {
+            while (reader.Read())
+            {
+            }
+        }
+        catch (JsonException)
+        {
+            return false; // wrong before its end: not JSON, however much more came
+        }
+        return reader.CurrentDepth > 0 || reader.TokenType is JsonTokenType.None or JsonTokenType.PropertyName;
     }
 }
 
@@ -798,7 +971,8 @@ static class Cli
 
         Usage:
           ToolCall [QUESTION] [options]        ask QUESTION (default: "What's the weather in London right now?")
-          ToolCall serve CASSETTE [--port N]   serve a cassette as a local API; prints its base URL
+          ToolCall serve CASSETTE [--port N] [--host ADDRESS]
+                                               serve a cassette as a local API; prints its base URL
 
         Where it goes:
           With neither OPENAI_API_KEY nor a base URL, it replays cassettes/weather.json (or the cassette named
@@ -817,11 +991,15 @@ static class Cli
           --no-parallel      parallel_tool_calls: false, at most one tool call per reply (offline: no-parallel.json)
           --strict           strict: true on every function, its schema in strict form (offline: strict.json;
                              with --no-parallel: no-parallel+strict.json)
+          --retries N        send a request again up to N times after 408, 409, 429, 5xx, a timeout or a
+                             connection error, waiting as the server asks or backing off (default 2)
+          --timeout SECONDS  the most one request may take, response body included (default 60)
           --port N           with serve: the port to listen on (default 0: any free port)
+          --host ADDRESS     with serve: the address to listen on (default 127.0.0.1: this machine only)
           -h, --help         this text
 
         Output: the answer on stdout; the step log (Step 1 to Step 4) and errors on stderr.
-        Exit codes: 0 ok, 1 API or flow failure, 2 usage or configuration error.
+        Exit codes: 0 ok, 1 API or flow failure, 2 usage or configuration error, 130 cancelled (Ctrl+C).
         """;
 
     public static async Task<int> MainAsync(string[] args)
@@ -916,9 +1094,16 @@ static class Cli
 
         await using (replay)
         {
-            using var http = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.All });
+            // No HttpClient timeout: --timeout bounds each attempt, body included (see RetryPolicy).
+            using var http = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.All })
+            {
+                Timeout = Timeout.InfiniteTimeSpan,
+            };
             Recorder? recorder = options.Record is null ? null : new Recorder(baseUrl);
-            var chat = new ChatClient(http, baseUrl, apiKey, log, recorder);
+            var chat = new ChatClient(http, baseUrl, apiKey, log, recorder)
+            {
+                Retries = new RetryPolicy { MaxRetries = options.Retries, Timeout = TimeSpan.FromSeconds(options.TimeoutSeconds) },
+            };
             try
             {
                 string answer = await ToolCalling.RunAsync(
@@ -946,12 +1131,14 @@ static class Cli
         ReplayServer server;
         try
         {
-            server = ReplayServer.Start(cassette, options.Port, stderr);
+            server = ReplayServer.Start(cassette, options.Port, stderr, options.Host);
         }
         catch (SocketException e)
         {
-            throw new UsageException($"cannot listen on port {options.Port} ({e.Message}). Choose another --port, or 0 for any free port.");
+            throw new UsageException($"cannot listen on {options.Host} port {options.Port} ({e.Message}). Choose another --port (0: any free port) or --host.");
         }
+        if (!IPAddress.IsLoopback(options.Host))
+            stderr.WriteLine($"Warning: listening on {options.Host}, not only on this machine: anyone who can reach it can use this server.");
         await using (server)
         {
             stdout.WriteLine(server.BaseUrl); // the one line other programs read
@@ -1034,9 +1221,12 @@ sealed class Options
     public string? ToolChoice { get; private set; }
     public bool NoParallel { get; private set; }
     public bool Strict { get; private set; }
+    public int Retries { get; private set; } = 2;
+    public int TimeoutSeconds { get; private set; } = 60;
     public bool Help { get; private set; }
     public string? ServeCassette { get; private set; }
     public int Port { get; private set; }
+    public IPAddress Host { get; private set; } = IPAddress.Loopback;
 
     public static Options Parse(string[] args)
     {
@@ -1063,7 +1253,10 @@ sealed class Options
                 case "--tool-choice" when !serve: options.ToolChoice = Value(); break;
                 case "--no-parallel" when !serve: options.NoParallel = true; break;
                 case "--strict" when !serve: options.Strict = true; break;
+                case "--retries" when !serve: options.Retries = WholeNumber(arg, Value(), min: 0, max: 10); break;
+                case "--timeout" when !serve: options.TimeoutSeconds = WholeNumber(arg, Value(), min: 1, max: 3600); break;
                 case "--port" when serve: options.Port = WholeNumber(arg, Value(), min: 0, max: 65535); break;
+                case "--host" when serve: options.Host = Address(arg, Value()); break;
                 case "--api-key" or "--key":
                     throw new UsageException(
                         "the API key is read only from the OPENAI_API_KEY environment variable, never from the command line, " +
@@ -1085,7 +1278,7 @@ sealed class Options
             if (options.Help)
                 return options;
             if (words.Count != 1)
-                throw new UsageException("serve needs exactly one cassette: serve CASSETTE [--port N].");
+                throw new UsageException("serve needs exactly one cassette: serve CASSETTE [--port N] [--host ADDRESS].");
             options.ServeCassette = words[0];
         }
         else if (words.Count > 0)
@@ -1099,6 +1292,11 @@ sealed class Options
         int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= min && n <= max
             ? n
             : throw new UsageException($"{option} needs a whole number from {min} to {max}, not '{text}'.");
+
+    static IPAddress Address(string option, string text) =>
+        text == "localhost" ? IPAddress.Loopback
+        : IPAddress.TryParse(text, out IPAddress? address) ? address
+        : throw new UsageException($"{option} needs an IP address such as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface), not '{text}'.");
 }
 
 /// <summary>--record: every request and response of a run, written as a cassette at the end.</summary>
@@ -1108,11 +1306,27 @@ sealed class Recorder(string baseUrl)
 
     public int Count => interactions.Count;
 
-    public void Add(ReadOnlyMemory<byte> requestBody, int status, JsonNode? responseBody)
+    // Of the response headers, only those that change what a client does next: how long to wait before a retry.
+    static readonly string[] KeptHeaders = ["Retry-After", "retry-after-ms"];
+
+    public void Add(ReadOnlyMemory<byte> requestBody, int status, byte[] responseBody, HttpResponseHeaders headers)
     {
         // Bodies only: request headers (and with them the API key) are never recorded.
+        string text = Encoding.UTF8.GetString(responseBody);
+        JsonNode? json = Json.TryParse(text);
+        var kept = new Dictionary<string, string>();
+        foreach (string name in KeptHeaders)
+        {
+            if (headers.TryGetValues(name, out IEnumerable<string>? values))
+                kept[name] = string.Join(", ", values);
+        }
+        var interaction = new Interaction("POST", "/chat/completions", Json.Parse(requestBody.Span), status, json)
+        {
+            ResponseText = json is null && text.Length > 0 ? text : null, // e.g. a proxy's HTML page, kept as it came
+            Headers = kept,
+        };
         lock (interactions)
-            interactions.Add(new Interaction("POST", "/chat/completions", JsonNode.Parse(requestBody.Span), status, responseBody?.DeepClone()));
+            interactions.Add(interaction);
     }
 
     public void Save(string path)
@@ -1136,21 +1350,76 @@ sealed class Recorder(string baseUrl)
 // =====================================================================================================================
 
 /// <summary>One recorded request and its response. `Path` is relative to the base URL ("/chat/completions").</summary>
-sealed record Interaction(string Method, string Path, JsonNode? RequestBody, int Status, JsonNode? ResponseBody);
+sealed record Interaction(string Method, string Path, JsonNode? RequestBody, int Status, JsonNode? ResponseBody)
+{
+    /// <summary>Response headers besides the server's own, e.g. Retry-After; a Content-Type here replaces application/json.</summary>
+    public IReadOnlyDictionary<string, string> Headers { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>A body that is not JSON (a proxy's HTML page), sent as it is instead of ResponseBody.</summary>
+    public string? ResponseText { get; init; }
+
+    /// <summary>How the server misbehaves while answering (fault injection); Fault.None answers at once and whole.</summary>
+    public Fault Fault { get; init; } = Fault.None;
+}
+
+/// <summary>
+/// Fault injection: how the replay server misbehaves while sending one response, so that a client's handling of slow
+/// and broken servers can be tested. Cassette fields: delay_ms, drip_bytes, drip_interval_ms, close_after_bytes,
+/// truncate_after_bytes (see README.md).
+/// </summary>
+sealed record Fault(int DelayMs = 0, int DripBytes = 0, int DripIntervalMs = 0, int? CloseAfterBytes = null, int? TruncateAfterBytes = null)
+{
+    public static readonly Fault None = new();
+
+    static readonly string[] Fields = ["delay_ms", "drip_bytes", "drip_interval_ms", "close_after_bytes", "truncate_after_bytes"];
+
+    /// <summary>The cassette's "fault" object; the error names what is wrong with it, or null when it is fine.</summary>
+    public static (Fault? Fault, string? Error) FromJson(JsonObject json)
+    {
+        if (json.Select(p => p.Key).FirstOrDefault(key => !Fields.Contains(key)) is string unknown)
+            return (null, $"unknown fault field \"{unknown}\" (known: {string.Join(", ", Fields)})");
+        int? Field(string name) => json[name] is JsonValue value && value.TryGetValue(out int n) && n >= 0 ? n : null;
+        if (Fields.FirstOrDefault(name => json[name] is not null && Field(name) is null) is string bad)
+            return (null, $"fault field \"{bad}\" must be a whole number from 0");
+        return (new Fault(Field("delay_ms") ?? 0, Field("drip_bytes") ?? 0, Field("drip_interval_ms") ?? 0, Field("close_after_bytes"), Field("truncate_after_bytes")), null);
+    }
+
+    public JsonObject ToJson()
+    {
+        var json = new JsonObject();
+        if (DelayMs > 0) json["delay_ms"] = DelayMs;
+        if (DripBytes > 0) json["drip_bytes"] = DripBytes;
+        if (DripIntervalMs > 0) json["drip_interval_ms"] = DripIntervalMs;
+        if (CloseAfterBytes is int close) json["close_after_bytes"] = close;
+        if (TruncateAfterBytes is int truncate) json["truncate_after_bytes"] = truncate;
+        return json;
+    }
+}
 
 /// <summary>
 /// A cassette file: readable JSON, bodies as JSON objects (not escaped strings).
-/// { "source": "where it came from", "interactions": [ { "request": {"method", "path", "body"},
-///                                                         "response": {"status", "body"} } ] }
+/// { "source": "where it came from", "match": "order" or "content",
+///   "interactions": [ { "request": {"method", "path", "body"},
+///                       "response": {"status", "body" or "text", "headers"?, "fault"?} } ] }
 /// </summary>
 sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
 {
+    /// <summary>
+    /// "match": "content": each request gets the first interaction whose request it is, whatever came before, so
+    /// that many clients can replay at once. Default ("order"): each request must be the next interaction's.
+    /// </summary>
+    public bool MatchByContent { get; init; }
+
     public static Cassette Load(string path)
     {
         JsonNode? root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllBytes(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip });
+            root = JsonNode.Parse(File.ReadAllBytes(path), documentOptions: new JsonDocumentOptions
+            {
+                CommentHandling = JsonCommentHandling.Skip,
+                AllowDuplicateProperties = false,
+            });
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
@@ -1168,22 +1437,60 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
         string Bad(string what) => $"cassette {path}: {what}. See the cassette format in README.md.";
         if (root is not JsonObject cassette || cassette["interactions"] is not JsonArray { Count: > 0 } items)
             throw new UsageException(Bad("it needs a non-empty \"interactions\" array"));
+        string match = cassette["match"] is null ? "order" : Json.String(cassette["match"]) ?? "";
+        if (match is not ("order" or "content"))
+            throw new UsageException(Bad($"\"match\" must be \"order\" or \"content\", not {Json.Compact(cassette["match"])}"));
         var interactions = new List<Interaction>();
         for (int i = 0; i < items.Count; i++)
         {
             string at = $"interaction {i + 1}";
             if (items[i] is not JsonObject item || item["request"] is not JsonObject request || item["response"] is not JsonObject response)
                 throw new UsageException(Bad($"{at} needs a \"request\" and a \"response\" object"));
-            if (response["status"] is not JsonValue status || status.GetValueKind() != JsonValueKind.Number)
-                throw new UsageException(Bad($"{at}'s response needs a numeric \"status\""));
+            if (response["status"] is not JsonValue status || !status.TryGetValue(out int code) || code is < 100 or > 999)
+                throw new UsageException(Bad($"{at}'s response needs a \"status\" from 100 to 999"));
+            if (ReadHeaders(response["headers"]) is not { } headers)
+                throw new UsageException(Bad($"{at}'s response \"headers\" must be an object of strings without line breaks"));
+            if (response["text"] is JsonNode text && Json.String(text) is null)
+                throw new UsageException(Bad($"{at}'s response \"text\" must be a string (use \"body\" for JSON)"));
+            (Fault? fault, string? faultError) = response["fault"] switch
+            {
+                null => (Fault.None, null),
+                JsonObject faultJson => Fault.FromJson(faultJson),
+                _ => (null, "it must be an object"),
+            };
+            if (fault is null)
+                throw new UsageException(Bad($"{at}'s response \"fault\": {faultError}"));
             interactions.Add(new Interaction(
                 Json.String(request["method"]) ?? "POST",
                 Json.String(request["path"]) ?? "/chat/completions",
                 request["body"]?.DeepClone(),
-                status.GetValue<int>(),
-                response["body"]?.DeepClone()));
+                code,
+                response["body"]?.DeepClone())
+            {
+                Headers = headers,
+                ResponseText = Json.String(response["text"]),
+                Fault = fault,
+            });
         }
-        return new Cassette(Json.String(cassette["source"]) ?? "", interactions);
+        return new Cassette(Json.String(cassette["source"]) ?? "", interactions) { MatchByContent = match == "content" };
+    }
+
+    /// <summary>A response's "headers": name to value, each a string on one line; null when that is not what it holds.</summary>
+    static Dictionary<string, string>? ReadHeaders(JsonNode? node)
+    {
+        var headers = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        if (node is null)
+            return headers;
+        if (node is not JsonObject json)
+            return null;
+        foreach ((string name, JsonNode? value) in json)
+        {
+            // A line break would let a cassette write its own headers or body: HTTP response splitting.
+            if (Json.String(value) is not string text || name.Length == 0 || $"{name}{text}".AsSpan().IndexOfAny('\r', '\n') >= 0)
+                return null;
+            headers[name] = text;
+        }
+        return headers;
     }
 
     /// <summary>The first user message of the first recorded request: the question the cassette answers.</summary>
@@ -1205,15 +1512,30 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
                     ["path"] = interaction.Path,
                     ["body"] = interaction.RequestBody?.DeepClone(),
                 },
-                ["response"] = new JsonObject
-                {
-                    ["status"] = interaction.Status,
-                    ["body"] = interaction.ResponseBody?.DeepClone(),
-                },
+                ["response"] = ResponseJson(interaction),
             };
             items.Add(item);
         }
-        return new JsonObject { ["source"] = Source, ["interactions"] = items };
+        var json = new JsonObject { ["source"] = Source };
+        if (MatchByContent)
+            json["match"] = "content";
+        json["interactions"] = items;
+        return json;
+    }
+
+    /// <summary>The "response" of an interaction; headers, text and fault only when it has them.</summary>
+    static JsonObject ResponseJson(Interaction interaction)
+    {
+        var response = new JsonObject { ["status"] = interaction.Status };
+        if (interaction.Headers.Count > 0)
+            response["headers"] = new JsonObject(interaction.Headers.Select(h => KeyValuePair.Create(h.Key, (JsonNode?)h.Value)));
+        if (interaction.ResponseText is string text)
+            response["text"] = text;
+        else
+            response["body"] = interaction.ResponseBody?.DeepClone();
+        if (interaction.Fault != Fault.None)
+            response["fault"] = interaction.Fault.ToJson();
+        return response;
     }
 
     /// <summary>Writes atomically: a temporary file in the same folder, then a rename, so a crash leaves no half file.</summary>
@@ -1471,6 +1793,9 @@ static class JsonMatch
     }
 }
 
+/// <summary>What the replay server answers: a status and a body, and for a played interaction its headers and faults.</summary>
+sealed record Reply(int Status, JsonNode? Body, Interaction? Played = null);
+
 /// <summary>The replay server. Start it, point a client at BaseUrl, dispose it to stop.</summary>
 sealed class ReplayServer : IAsyncDisposable
 {
@@ -1478,35 +1803,60 @@ sealed class ReplayServer : IAsyncDisposable
     const int MaxHeaderBytes = 32 * 1024;
     public const int MaxBodyBytes = 8 * 1024 * 1024;
 
+    /// <summary>Connections served at once; more wait to be accepted. With the size limits above, this bounds memory.</summary>
+    public const int MaxConnections = 64;
+
+    /// <summary>
+    /// A request must arrive whole this soon after the server starts waiting for it. A client that sends it a byte at
+    /// a time, or not at all ("slowloris"), loses the connection instead of holding it forever.
+    /// </summary>
+    public static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
+
     readonly Cassette cassette;
     readonly TextWriter log;
+    readonly TimeProvider time;
     readonly TcpListener listener;
     readonly CancellationTokenSource stopping = new();
+    readonly SemaphoreSlim slots = new(MaxConnections);
     readonly ConcurrentDictionary<Socket, Task> connections = new();
     readonly Lock gate = new();
     readonly Task acceptLoop;
     int next; // the next interaction to play; after the last one it starts over
-    int accepted;
+    int accepted, open, mismatches;
 
-    ReplayServer(Cassette cassette, IPAddress address, int port, TextWriter? log)
+    ReplayServer(Cassette cassette, IPAddress address, int port, TextWriter? log, TimeProvider? time)
     {
         this.cassette = cassette;
         this.log = log ?? TextWriter.Null;
+        this.time = time ?? TimeProvider.System;
         listener = new TcpListener(address, port);
         listener.Start();
         var endpoint = (IPEndPoint)listener.LocalEndpoint;
-        BaseUrl = $"http://{endpoint.Address}:{endpoint.Port}{BasePath}";
+        string host = endpoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{endpoint.Address}]" : $"{endpoint.Address}";
+        BaseUrl = $"http://{host}:{endpoint.Port}{BasePath}";
         acceptLoop = AcceptLoopAsync();
     }
 
-    /// <summary>Port 0 takes any free port. Loopback only: nothing outside this machine can reach it.</summary>
-    public static ReplayServer Start(Cassette cassette, int port = 0, TextWriter? log = null) =>
-        new(cassette, IPAddress.Loopback, port, log);
+    /// <summary>
+    /// Port 0 takes any free port. Loopback unless another address is given: nothing outside this machine can reach
+    /// it. `time` is the clock of the faults' delays and of RequestTimeout; tests pass one they move by hand.
+    /// </summary>
+    public static ReplayServer Start(Cassette cassette, int port = 0, TextWriter? log = null, IPAddress? address = null, TimeProvider? time = null) =>
+        new(cassette, address ?? IPAddress.Loopback, port, log, time);
 
     public string BaseUrl { get; }
 
     /// <summary>How many TCP connections it has accepted (keep-alive means far fewer than requests).</summary>
     public int ConnectionsAccepted => Volatile.Read(ref accepted);
+
+    /// <summary>How many connections are open right now.</summary>
+    public int OpenConnections => Volatile.Read(ref open);
+
+    /// <summary>How many requests matched no interaction (answered 400 replay_mismatch).</summary>
+    public int Mismatches => Volatile.Read(ref mismatches);
+
+    /// <summary>Completes when every connection open now has closed.</summary>
+    public Task ConnectionsClosedAsync() => Task.WhenAll(connections.Values);
 
     async Task AcceptLoopAsync()
     {
@@ -1515,6 +1865,7 @@ sealed class ReplayServer : IAsyncDisposable
             Socket socket;
             try
             {
+                await slots.WaitAsync(stopping.Token);
                 socket = await listener.AcceptSocketAsync(stopping.Token);
             }
             catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
@@ -1522,6 +1873,7 @@ sealed class ReplayServer : IAsyncDisposable
                 return;
             }
             Interlocked.Increment(ref accepted);
+            Interlocked.Increment(ref open);
             socket.NoDelay = true;
             Task connection = ServeConnectionAsync(socket);
             connections[socket] = connection;
@@ -1537,34 +1889,60 @@ sealed class ReplayServer : IAsyncDisposable
         {
             await using var stream = new NetworkStream(socket, ownsSocket: true);
             var reader = new HttpRequestReader(stream, MaxHeaderBytes, MaxBodyBytes);
-            while (!stopping.IsCancellationRequested)
+            for (bool keepAlive = true; keepAlive && !stopping.IsCancellationRequested;)
             {
                 HttpRequestReader.Request? request;
-                try
+                using (var timeout = new CancellationTokenSource(RequestTimeout, time))
+                using (var reading = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token, timeout.Token))
                 {
-                    request = await reader.ReadAsync(stopping.Token);
-                }
-                catch (HttpRequestReader.BadRequestException e)
-                {
-                    await WriteResponseAsync(stream, e.Status, ApiError.Create(e.Message), keepAlive: false, stopping.Token);
-                    return;
+                    try
+                    {
+                        request = await reader.ReadAsync(reading.Token);
+                    }
+                    catch (HttpRequestReader.BadRequestException e)
+                    {
+                        await WriteResponseAsync(stream, new Reply(e.Status, ApiError.Create(e.Message)), keepAlive: false, stopping.Token);
+                        return;
+                    }
+                    catch (OperationCanceledException) when (timeout.IsCancellationRequested && reader.InRequest)
+                    {
+                        // Wording ours: the API's own for this case is not public.
+                        string message = $"The request did not arrive whole within {RequestTimeout.TotalSeconds:0} seconds.";
+                        await WriteResponseAsync(stream, new Reply(408, ApiError.Create(message)), keepAlive: false, stopping.Token);
+                        return;
+                    }
                 }
                 if (request is null)
                     return; // the client closed the connection between requests
-                (int status, JsonNode? body) = Handle(request);
-                await WriteResponseAsync(stream, status, body, request.KeepAlive, stopping.Token);
-                if (!request.KeepAlive)
-                    return;
+                keepAlive = await WriteResponseAsync(stream, HandleSafely(request), request.KeepAlive, stopping.Token);
             }
         }
         catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
         {
-            // The client went away or the server is stopping: nothing to answer.
+            // The client went away, stayed silent past RequestTimeout, or the server is stopping: nothing to answer.
+        }
+        finally
+        {
+            Interlocked.Decrement(ref open);
+            slots.Release();
+        }
+    }
+
+    /// <summary>A request that trips up the server answers 500 (and is logged); it never takes the server down.</summary>
+    Reply HandleSafely(HttpRequestReader.Request request)
+    {
+        try
+        {
+            return Handle(request);
+        }
+        catch (Exception e)
+        {
+            return Log(request, 500, ApiError.Create($"The replay server failed on this request: {e.Message}", type: "server_error"), $"server error: {e}");
         }
     }
 
     /// <summary>Routing, the request rules, the history rules, then the cassette.</summary>
-    (int Status, JsonNode? Body) Handle(HttpRequestReader.Request request)
+    Reply Handle(HttpRequestReader.Request request)
     {
         string path = request.Path.Split('?')[0];
         if (!path.StartsWith(BasePath + "/", StringComparison.Ordinal))
@@ -1576,7 +1954,7 @@ sealed class ReplayServer : IAsyncDisposable
         JsonNode? body;
         try
         {
-            body = request.Body.Length == 0 ? null : JsonNode.Parse(request.Body);
+            body = request.Body.Length == 0 ? null : Json.Parse(request.Body);
         }
         catch (JsonException)
         {
@@ -1593,41 +1971,103 @@ sealed class ReplayServer : IAsyncDisposable
         }
 
         lock (gate)
-        {
-            int index = next;
-            Interaction expected = cassette.Interactions[index];
-            string? difference = request.Method != expected.Method || relativePath != expected.Path
-                ? $"expected {expected.Method} {expected.Path}, got {request.Method} {relativePath}"
-                : JsonMatch.FirstDifference(expected.RequestBody, body);
-            string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
-            if (difference is not null)
-                return Log(request, 400, ApiError.Create(
-                    $"Replay mismatch at {which}: {difference}. The request differs from the one recorded in the cassette.",
-                    code: "replay_mismatch"), $"mismatch at {which}: {difference}");
-            next = (index + 1) % cassette.Interactions.Count;
-            return Log(request, expected.Status, expected.ResponseBody?.DeepClone(), which);
-        }
+            return cassette.MatchByContent ? PlayMatching(request, relativePath, body) : PlayNext(request, relativePath, body);
     }
 
-    (int, JsonNode?) Log(HttpRequestReader.Request request, int status, JsonNode? body, string note)
+    /// <summary>"match": "order" (the default): the request must be the next interaction's.</summary>
+    Reply PlayNext(HttpRequestReader.Request request, string relativePath, JsonNode? body)
+    {
+        int index = next;
+        string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
+        if (Difference(cassette.Interactions[index], request.Method, relativePath, body) is string difference)
+            return Mismatch(request, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
+        next = (index + 1) % cassette.Interactions.Count;
+        return Play(request, index);
+    }
+
+    /// <summary>"match": "content": the first interaction whose request this is, whatever came before.</summary>
+    Reply PlayMatching(HttpRequestReader.Request request, string relativePath, JsonNode? body)
+    {
+        IReadOnlyList<Interaction> all = cassette.Interactions;
+        for (int i = 0; i < all.Count; i++)
+        {
+            if (Difference(all[i], request.Method, relativePath, body) is null)
+                return Play(request, i);
+        }
+        // Show how it differs from the interaction with as many messages, the likeliest one meant.
+        int? count = (Json.At(body, "messages") as JsonArray)?.Count;
+        int closest = Math.Max(0, all.ToList().FindIndex(i => (Json.At(i.RequestBody, "messages") as JsonArray)?.Count == count));
+        string difference = $"no interaction matches; interaction {closest + 1} of {all.Count} differs at {Difference(all[closest], request.Method, relativePath, body)}";
+        return Mismatch(request, $"Replay mismatch: {difference}", $"mismatch: {difference}");
+    }
+
+    static string? Difference(Interaction expected, string method, string relativePath, JsonNode? body) =>
+        method != expected.Method || relativePath != expected.Path
+            ? $"expected {expected.Method} {expected.Path}, got {method} {relativePath}"
+            : JsonMatch.FirstDifference(expected.RequestBody, body);
+
+    Reply Play(HttpRequestReader.Request request, int index)
+    {
+        Interaction interaction = cassette.Interactions[index];
+        Reply reply = Log(request, interaction.Status, interaction.ResponseBody?.DeepClone(), $"interaction {index + 1} of {cassette.Interactions.Count}");
+        return reply with { Played = interaction };
+    }
+
+    /// <summary>400, not a status that clients retry: a mismatch will not go away by sending the request again.</summary>
+    Reply Mismatch(HttpRequestReader.Request request, string message, string note)
+    {
+        Interlocked.Increment(ref mismatches);
+        return Log(request, 400, ApiError.Create(
+            $"{message}. The request differs from the one recorded in the cassette.", code: "replay_mismatch"), note);
+    }
+
+    Reply Log(HttpRequestReader.Request request, int status, JsonNode? body, string note)
     {
         lock (log)
             log.WriteLine($"{request.Method} {request.Path} -> {status} ({note})");
-        return (status, body);
+        return new Reply(status, body);
     }
 
-    static async Task WriteResponseAsync(Stream stream, int status, JsonNode? body, bool keepAlive, CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes the reply, misbehaving as its interaction's fault says. Returns whether the connection can serve
+    /// another request.
+    /// </summary>
+    async Task<bool> WriteResponseAsync(Stream stream, Reply reply, bool keepAlive, CancellationToken cancellationToken)
     {
-        ReadOnlyMemory<byte> content = body is null ? ReadOnlyMemory<byte>.Empty : Json.Utf8(body);
-        string head =
-            $"HTTP/1.1 {status} {ReasonPhrase(status)}\r\n" +
-            "Content-Type: application/json\r\n" +
-            $"Content-Length: {content.Length}\r\n" +
-            (keepAlive ? "" : "Connection: close\r\n") +
-            "\r\n";
-        await stream.WriteAsync(Encoding.ASCII.GetBytes(head), cancellationToken);
-        await stream.WriteAsync(content, cancellationToken);
+        Interaction? played = reply.Played;
+        Fault fault = played?.Fault ?? Fault.None;
+        ReadOnlyMemory<byte> content = played?.ResponseText is string text ? Encoding.UTF8.GetBytes(text)
+            : reply.Body is null ? ReadOnlyMemory<byte>.Empty
+            : Json.Utf8(reply.Body);
+        // truncate_after_bytes: a whole HTTP response, but its body ends early, and Content-Length says so.
+        if (fault.TruncateAfterBytes is int truncated && truncated < content.Length)
+            content = content[..truncated];
+        // close_after_bytes: Content-Length promises the whole body; the connection closes before it is all sent.
+        int sent = fault.CloseAfterBytes is int cut ? Math.Min(cut, content.Length) : content.Length;
+
+        if (fault.DelayMs > 0)
+            await Task.Delay(TimeSpan.FromMilliseconds(fault.DelayMs), time, cancellationToken);
+        IReadOnlyDictionary<string, string> headers = played?.Headers ?? new Dictionary<string, string>();
+        var head = new StringBuilder($"HTTP/1.1 {reply.Status} {ReasonPhrase(reply.Status)}\r\n");
+        if (!headers.Keys.Any(name => name.Equals("Content-Type", StringComparison.OrdinalIgnoreCase)))
+            head.Append("Content-Type: application/json\r\n");
+        foreach ((string name, string value) in headers)
+            head.Append($"{name}: {value}\r\n");
+        head.Append($"Content-Length: {content.Length}\r\n");
+        head.Append(keepAlive ? "\r\n" : "Connection: close\r\n\r\n");
+        await stream.WriteAsync(Encoding.UTF8.GetBytes(head.ToString()), cancellationToken);
+
+        // drip_bytes, drip_interval_ms: the body a few bytes at a time, with a pause between writes.
+        int piece = fault.DripBytes > 0 ? fault.DripBytes : Math.Max(sent, 1);
+        for (int offset = 0; offset < sent; offset += piece)
+        {
+            if (offset > 0 && fault.DripIntervalMs > 0)
+                await Task.Delay(TimeSpan.FromMilliseconds(fault.DripIntervalMs), time, cancellationToken);
+            await stream.WriteAsync(content.Slice(offset, Math.Min(piece, sent - offset)), cancellationToken);
+            await stream.FlushAsync(cancellationToken);
+        }
         await stream.FlushAsync(cancellationToken);
+        return keepAlive && fault.CloseAfterBytes is null;
     }
 
     static string ReasonPhrase(int status) => status switch
@@ -1677,9 +2117,13 @@ sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyByt
     readonly byte[] buffer = new byte[maxHeaderBytes];
     int start, end; // the bytes read but not yet used are buffer[start..end]
 
+    /// <summary>True once part of the next request has arrived, until all of it has.</summary>
+    public bool InRequest { get; private set; }
+
     /// <summary>The next request, or null when the client closed the connection cleanly between requests.</summary>
     public async Task<Request?> ReadAsync(CancellationToken cancellationToken)
     {
+        InRequest = end > start;
         int headerEnd;
         while ((headerEnd = buffer.AsSpan(start, end - start).IndexOf("\r\n\r\n"u8)) < 0)
         {
@@ -1726,6 +2170,7 @@ sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyByt
             body = new byte[length];
             await ReadExactlyAsync(body, cancellationToken);
         }
+        InRequest = false;
         return new Request(requestLine[0], requestLine[1], keepAlive, body);
     }
 
@@ -1788,6 +2233,7 @@ sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyByt
         }
         int read = await stream.ReadAsync(buffer.AsMemory(end), cancellationToken);
         end += read;
+        InRequest |= read > 0;
         return read > 0;
     }
 }
