@@ -73,46 +73,6 @@ public class FlowTests
     }
 
     [Fact]
-    public async Task ArgumentsSentAsAnObject_AreAccepted_AndSentBackAsAJsonString()
-    {
-        JsonObject asked = Wire.AskForTools(Wire.Call("call_o", "get_weather", new JsonObject { ["city"] = "Oslo" }));
-        // The history rules of the replay server reject an object in the history, as the API does: only a string passes.
-        JsonObject sentBack = Wire.AskForTools(Wire.Call("call_o", "get_weather", """{"city":"Oslo"}"""));
-
-        await AnswersAsync("Cloudy in Oslo.", Wire.OneRound(
-            "Oslo?", Wire.Completion(asked), sentBack, [Wire.ToolMessage("call_o", Wire.Weather("Oslo"))], "Cloudy in Oslo."));
-    }
-
-    [Fact]
-    public async Task MissingEmptyOrRepeatedCallIds_GetGeneratedIds_UsedInBothTheAssistantAndTheToolMessage()
-    {
-        JsonObject asked = Wire.AskForTools(Wire.WeatherCall("", "Rome"), Wire.WeatherCall("call_dup", "Oslo"), Wire.WeatherCall("call_dup", "Bern"));
-        asked["tool_calls"]!.AsArray().Insert(0, Wire.Call(null, "get_weather", """{"city":"Kyiv"}"""));
-        JsonObject completed = Wire.AskForTools(
-            Wire.WeatherCall("call_1_0", "Kyiv"), Wire.WeatherCall("call_1_1", "Rome"), Wire.WeatherCall("call_dup", "Oslo"), Wire.WeatherCall("call_1_3", "Bern"));
-        JsonObject[] answers =
-        [
-            Wire.ToolMessage("call_1_0", Wire.Weather("Kyiv")), Wire.ToolMessage("call_1_1", Wire.Weather("Rome")),
-            Wire.ToolMessage("call_dup", Wire.Weather("Oslo")), Wire.ToolMessage("call_1_3", Wire.Weather("Bern")),
-        ];
-
-        await AnswersAsync("Mild everywhere.", Wire.OneRound("Four cities?", Wire.Completion(asked), completed, answers, "Mild everywhere."));
-    }
-
-    [Theory]
-    [InlineData("stop")]
-    [InlineData(null)]
-    public async Task ToolCallsAreDecidedByTheirPresence_NotByFinishReason(string? finishReason)
-    {
-        JsonObject asked = Wire.AskForTools(Wire.WeatherCall("call_s", "Lima"));
-        JsonObject response = Wire.Completion(asked);
-        response["choices"]![0]!["finish_reason"] = finishReason;
-
-        await AnswersAsync("Grey in Lima.", Wire.OneRound(
-            "Lima?", response, asked, [Wire.ToolMessage("call_s", Wire.Weather("Lima"))], "Grey in Lima."));
-    }
-
-    [Fact]
     public async Task UnknownFunction_IsAnsweredWithAnErrorToolMessage_AndTheFlowGoesOn()
     {
         JsonObject asked = Wire.AskForTools(Wire.Call("call_t", "get_time", """{"city":"Paris"}"""));
@@ -199,16 +159,6 @@ public class FlowTests
     }
 
     [Fact]
-    public async Task Refusal_IsPrintedAsTheAnswer_AndSaidSoOnStderr()
-    {
-        JsonObject refusal = new() { ["role"] = "assistant", ["content"] = null, ["refusal"] = "I can't help with that." };
-
-        CliResult run = await AnswersAsync("I can't help with that.", Wire.Cassette(Wire.Exchange(Wire.Request(Wire.User("Hello?")), Wire.Completion(refusal))));
-
-        Assert.Contains("refused", run.Stderr);
-    }
-
-    [Fact]
     public async Task MessageWithNeitherTextNorToolCalls_FailsWithOneClearLine()
     {
         using var dir = new TempDir();
@@ -263,4 +213,109 @@ public class FlowTests
     /// <summary>The messages of the second request in a recorded run: the history that steps 3 and 4 built.</summary>
     static JsonArray SecondRequestMessages(string recording) =>
         Cassette.Load(recording).Interactions[1].RequestBody!["messages"]!.AsArray();
+}
+
+/// <summary>
+/// OpenAI-compatible servers differ from the API. Each quirk the client accepts is a bundled, hand-written cassette
+/// in cassettes/quirks/ (its source says where the quirk was seen), replayed here through the whole program.
+/// </summary>
+public class ProviderQuirkTests
+{
+    const string London = "It's currently +18°C and partly cloudy in London.";
+
+    [Fact]
+    public async Task ArgumentsSentAsAnObject_AreAccepted_AndSentBackAsAJsonString()
+    {
+        using var dir = new TempDir();
+        CliResult run = await ReplayAsync("arguments-as-object.json", dir);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal(London, run.Stdout.Trim());
+        // The replay server's history rules reject an object here, as the API does; the recording shows the string.
+        JsonNode arguments = SentBack(dir)[1]!["tool_calls"]![0]!["function"]!["arguments"]!;
+        Assert.Equal("""{"city":"London"}""", (string)arguments!);
+    }
+
+    [Fact]
+    public async Task MissingEmptyOrRepeatedCallIds_GetGeneratedIds_UsedInBothTheAssistantAndTheToolMessage()
+    {
+        using var dir = new TempDir();
+        CliResult run = await ReplayAsync("missing-call-ids.json", dir);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        JsonArray history = SentBack(dir);
+        string[] ids = [.. history[1]!["tool_calls"]!.AsArray().Select(call => (string)call!["id"]!)];
+        Assert.Equal(["call_1_0", "call_1_1", "call_dup", "call_1_3"], ids);
+        Assert.Equal(ids, history.Skip(2).Select(message => (string)message!["tool_call_id"]!));
+    }
+
+    [Theory]
+    [InlineData("finish-reason-stop.json", "stop")]
+    [InlineData("finish-reason-null.json", "missing")]
+    [InlineData("finish-reason-missing.json", "missing")]
+    public async Task ToolCallsAreDecidedByTheirPresence_NotByFinishReason(string cassette, string logged)
+    {
+        CliResult run = await ReplayAsync(cassette);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains($"Step 2: the model asks for 1 tool call (finish_reason \"{logged}\"", run.Stderr);
+        Assert.Contains("Step 3: get_weather(", run.Stderr);
+        Assert.Equal(London, run.Stdout.Trim());
+    }
+
+    [Fact]
+    public async Task EmptyToolCallsArray_IsATextAnswer()
+    {
+        CliResult run = await ReplayAsync("empty-tool-calls.json");
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("I can tell you the current weather or a forecast for any city.", run.Stdout.Trim());
+        Assert.DoesNotContain("Step 3", run.Stderr);
+    }
+
+    [Fact]
+    public async Task EmptyContentBesideToolCalls_IsSentBackAsReceived()
+    {
+        using var dir = new TempDir();
+        CliResult run = await ReplayAsync("empty-content.json", dir);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("", (string)SentBack(dir)[1]!["content"]!);
+    }
+
+    [Fact]
+    public async Task UnknownExtraFields_AreIgnored_AndTheAssistantMessageGoesBackAsReceived()
+    {
+        CliResult run = await ReplayAsync("extra-fields.json");
+
+        Assert.True(run.ExitCode == 0, run.ToString()); // the second request matched, the tool call's "index" included
+        Assert.Equal(London, run.Stdout.Trim());
+    }
+
+    [Fact]
+    public async Task Refusal_IsPrintedAsTheAnswer_AndSaidSoOnStderr()
+    {
+        CliResult run = await ReplayAsync("refusal.json");
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("I'm sorry, but I can't help with that.", run.Stdout.Trim());
+        Assert.Contains("The model refused; its refusal is printed as the answer.", run.Stderr);
+    }
+
+    public static TheoryData<string> QuirkCassettes() =>
+        [.. Directory.GetFiles(Path.Combine(Repo.Root, "cassettes", "quirks"), "*.json").Select(path => Path.GetFileName(path)).Order()];
+
+    [Theory]
+    [MemberData(nameof(QuirkCassettes))]
+    public void EveryQuirkCassette_HasATestHere(string cassette) =>
+        Assert.Contains($"\"{cassette}\"", File.ReadAllText(Path.Combine(Repo.Root, "ToolCall.Tests", "FlowTests.cs")));
+
+    /// <summary>Replays cassettes/quirks/NAME, recording into `dir` when one is given.</summary>
+    static Task<CliResult> ReplayAsync(string name, TempDir? dir = null) =>
+        dir is null
+            ? App.RunAsync("--replay", Repo.Cassette(Path.Combine("quirks", name)))
+            : App.RunAsync("--replay", Repo.Cassette(Path.Combine("quirks", name)), "--record", dir.File("run.json"));
+
+    /// <summary>The messages of the second request of the recorded run: the history that steps 3 and 4 built.</summary>
+    static JsonArray SentBack(TempDir dir) => Cassette.Load(dir.File("run.json")).Interactions[1].RequestBody!["messages"]!.AsArray();
 }

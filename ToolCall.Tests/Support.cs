@@ -257,3 +257,173 @@ sealed class HeaderCapturingServer : IDisposable
 
     public void Dispose() => listener.Stop();
 }
+
+/// <summary>
+/// A clock that moves only when a test moves it: its timers (timeouts, Task.Delay) fire in Advance, never on their
+/// own, so a test of waiting never waits. One-shot timers only, which is what timeouts and delays use.
+/// </summary>
+sealed class ManualClock : TimeProvider
+{
+    readonly Lock gate = new();
+    readonly List<Timer> timers = [];
+    readonly List<(TimeSpan Due, TaskCompletionSource Seen)> watches = [];
+    DateTimeOffset now = new(2025, 11, 25, 12, 0, 0, TimeSpan.Zero);
+
+    public override DateTimeOffset GetUtcNow()
+    {
+        lock (gate)
+            return now;
+    }
+
+    public override long GetTimestamp() => GetUtcNow().UtcTicks;
+
+    public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    {
+        var timer = new Timer(this, callback, state);
+        timer.Change(dueTime, period);
+        return timer;
+    }
+
+    /// <summary>Completes once a timer set to fire `due` after its start is pending: the code under test is waiting.</summary>
+    public Task TimerPendingAsync(TimeSpan due)
+    {
+        lock (gate)
+        {
+            if (timers.Any(t => t.Due == due))
+                return Task.CompletedTask;
+            var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            watches.Add((due, seen));
+            return seen.Task.WaitAsync(TimeSpan.FromSeconds(10)); // a bound, not a synchronisation: fails a broken test
+        }
+    }
+
+    /// <summary>Moves the clock on and fires the timers that are due.</summary>
+    public void Advance(TimeSpan by)
+    {
+        List<Timer> due;
+        lock (gate)
+        {
+            now += by;
+            due = [.. timers.Where(t => t.DueAt <= now)];
+            timers.RemoveAll(due.Contains);
+        }
+        foreach (Timer timer in due)
+            timer.Fire();
+    }
+
+    void Schedule(Timer timer)
+    {
+        List<TaskCompletionSource> seen;
+        lock (gate)
+        {
+            timers.Remove(timer);
+            if (timer.Due == Timeout.InfiniteTimeSpan)
+                return;
+            timer.DueAt = now + timer.Due;
+            timers.Add(timer);
+            seen = [.. watches.Where(w => w.Due == timer.Due).Select(w => w.Seen)];
+            watches.RemoveAll(w => w.Due == timer.Due);
+        }
+        foreach (TaskCompletionSource s in seen)
+            s.TrySetResult();
+    }
+
+    void Cancel(Timer timer)
+    {
+        lock (gate)
+            timers.Remove(timer);
+    }
+
+    sealed class Timer(ManualClock clock, TimerCallback callback, object? state) : ITimer
+    {
+        public TimeSpan Due { get; private set; }
+        public DateTimeOffset DueAt { get; set; }
+
+        public bool Change(TimeSpan dueTime, TimeSpan period)
+        {
+            Due = dueTime;
+            clock.Schedule(this);
+            return true;
+        }
+
+        public void Fire() => callback(state);
+
+        public void Dispose() => clock.Cancel(this);
+
+        public ValueTask DisposeAsync()
+        {
+            Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+}
+
+/// <summary>A retry delay that does not wait: it notes how long it was asked to wait.</summary>
+sealed class NotedWaits
+{
+    readonly List<TimeSpan> waits = [];
+
+    public IReadOnlyList<TimeSpan> Waits
+    {
+        get
+        {
+            lock (waits)
+                return [.. waits];
+        }
+    }
+
+    public Task Delay(TimeSpan wait, CancellationToken cancellationToken)
+    {
+        lock (waits)
+            waits.Add(wait);
+        return Task.CompletedTask;
+    }
+}
+
+/// <summary>A text writer a test can wait on: SeenAsync completes once a line containing the text was written.</summary>
+sealed class WatchedWriter : TextWriter
+{
+    readonly StringBuilder text = new();
+    readonly List<(string Fragment, TaskCompletionSource Seen)> watches = [];
+
+    public override Encoding Encoding => Encoding.UTF8;
+
+    public override void Write(char value)
+    {
+        List<TaskCompletionSource> seen = [];
+        lock (text)
+        {
+            text.Append(value);
+            if (value != '\n')
+                return;
+            string written = text.ToString();
+            foreach ((string fragment, TaskCompletionSource s) in watches.Where(w => written.Contains(w.Fragment, StringComparison.Ordinal)).ToList())
+            {
+                seen.Add(s);
+                watches.Remove((fragment, s));
+            }
+        }
+        foreach (TaskCompletionSource s in seen)
+            s.TrySetResult();
+    }
+
+    public Task SeenAsync(string fragment)
+    {
+        lock (text)
+        {
+            if (text.ToString().Contains(fragment, StringComparison.Ordinal))
+                return Task.CompletedTask;
+            var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            watches.Add((fragment, seen));
+            return seen.Task.WaitAsync(TimeSpan.FromSeconds(10)); // a bound, not a synchronisation: fails a broken test
+        }
+    }
+
+    public override string ToString()
+    {
+        lock (text)
+            return text.ToString();
+    }
+}
