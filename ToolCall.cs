@@ -32,6 +32,7 @@ using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Unicode;
 using System.Threading;
 using System.Threading.Tasks;
 
@@ -476,6 +477,8 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
         string what = $"HTTP {status}, but the response body";
         if (body.AsSpan().Trim(" \t\r\n"u8).IsEmpty)
             throw new FlowException($"{what} is empty: there is no completion to read.");
+        if (!Utf8.IsValid(body))
+            throw new FlowException($"{what} is not valid UTF-8 text, so it is not JSON. Check that the base URL points at an OpenAI-compatible API.");
         JsonNode? json;
         try
         {
@@ -486,12 +489,22 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
             if (Json.IsCutOff(body))
                 throw new FlowException($"{what} is cut off: its {body.Length} bytes end in the middle of the JSON. Try again.");
             string type = contentType is null or "application/json" ? "" : $" ({contentType})";
-            string start = Encoding.UTF8.GetString(body, 0, Math.Min(body.Length, 40)).ReplaceLineEndings(" ");
+            string start = Encoding.UTF8.GetString(body, 0, Math.Min(body.Length, 40)).ReplaceLineEndings(" ") + (body.Length > 40 ? "…" : "");
             throw new FlowException(
                 $"{what}{type} is not JSON ({ToolCalling.FirstSentence(e.Message)}); it starts with \"{start}\". " +
                 "Check that the base URL points at an OpenAI-compatible API.");
         }
-        return json as JsonObject ?? throw new FlowException($"{what} is {Schema.KindName(json)}, not a JSON object.");
+        if (json is not JsonObject completion)
+            throw new FlowException($"{what} is {Schema.KindName(json)}, not a JSON object.");
+        try
+        {
+            Json.Utf8(completion); // "\ud800" alone parses, but could not be written back into the trace or the history
+        }
+        catch (InvalidOperationException)
+        {
+            throw new FlowException($"{what} holds a string that is not valid Unicode (an unpaired \\uD800-\\uDFFF escape).");
+        }
+        return completion;
     }
 
     void CountUsage(JsonNode? usage)
@@ -857,7 +870,10 @@ static class Json
     static readonly JsonDocumentOptions ParseOptions = new() { AllowDuplicateProperties = false };
 
     /// <summary>Parses JSON from elsewhere (the server, the model, a file). Throws JsonException when it is not valid.</summary>
-    public static JsonNode? Parse(ReadOnlySpan<byte> utf8) => JsonNode.Parse(utf8, documentOptions: ParseOptions);
+    public static JsonNode? Parse(ReadOnlySpan<byte> utf8) =>
+        System.Text.Unicode.Utf8.IsValid(utf8) // checked first: the parser leaves names unchecked until first use, and then throws something else
+            ? JsonNode.Parse(utf8, documentOptions: ParseOptions)
+            : throw new JsonException("The text is not valid UTF-8.");
 
     public static JsonNode? Parse(string text) => JsonNode.Parse(text, documentOptions: ParseOptions);
 
@@ -950,7 +966,11 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
 }
 
 /// <summary>An expected failure of the flow or the API: one line on stderr, exit code 1.</summary>
-sealed class FlowException(string message) : Exception(message);
+sealed class FlowException(string message) : Exception(OneLine(message))
+{
+    // The message may quote a server or a model, whose text can hold line breaks and other control characters.
+    static string OneLine(string text) => string.Concat(text.Select(c => char.IsControl(c) ? ' ' : c));
+}
 
 /// <summary>A mistake in how the program was called or configured, found before anything is sent (an unknown option,
 /// a tool schema that --strict cannot send): one line on stderr, exit code 2. Trying again cannot help.</summary>
