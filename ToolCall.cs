@@ -32,7 +32,6 @@ using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.Unicode;
 using System.Threading;
 using System.Threading.Tasks;
 
@@ -477,8 +476,6 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
         string what = $"HTTP {status}, but the response body";
         if (body.AsSpan().Trim(" \t\r\n"u8).IsEmpty)
             throw new FlowException($"{what} is empty: there is no completion to read.");
-        if (!Utf8.IsValid(body))
-            throw new FlowException($"{what} is not valid UTF-8 text, so it is not JSON. Check that the base URL points at an OpenAI-compatible API.");
         JsonNode? json;
         try
         {

@@ -59,8 +59,12 @@ public class FaultInjectionTests
         using HttpResponseMessage response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         Task<string> body = response.Content.ReadAsStringAsync();
         int pauses = 0;
-        while (await Task.WhenAny(body, clock.TimerPendingAsync(TimeSpan.FromSeconds(1))) != body)
+        while (true)
         {
+            Task pause = clock.TimerPendingAsync(TimeSpan.FromSeconds(1));
+            if (await Task.WhenAny(body, pause) == body)
+                break;
+            await pause; // throws when neither the body nor another pause came
             clock.Advance(TimeSpan.FromSeconds(1));
             pauses++;
         }
@@ -169,6 +173,16 @@ public class FaultInjectionTests
         var e = await Assert.ThrowsAsync<FlowException>(() => PostWithClientAsync(badGateway));
 
         Assert.Equal("HTTP 502 Bad Gateway: <html> <head><title>502 Bad Gateway</title></head> </html> (gave up after 2 retries)", e.Message);
+    }
+
+    [Fact]
+    public async Task ErrorMessageWithLineBreaks_IsShownOnOneLine()
+    {
+        Interaction error = Wire.Exchange(Hello, ApiError.Create("Something broke.\nTraceback (most recent call last):\n\tFile \"server.py\""), 400);
+
+        var e = await Assert.ThrowsAsync<FlowException>(() => PostWithClientAsync(error));
+
+        Assert.Equal("HTTP 400 Bad Request: Something broke. Traceback (most recent call last):  File \"server.py\"", e.Message);
     }
 
     [Fact]

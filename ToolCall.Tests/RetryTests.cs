@@ -271,7 +271,7 @@ public class ClientRetryTests
             await clock.TimerPendingAsync(TimeSpan.FromSeconds(60));
             clock.Advance(TimeSpan.FromSeconds(60));
         }
-        var e = await Assert.ThrowsAsync<FlowException>(() => post);
+        var e = await Assert.ThrowsAsync<FlowException>(() => post.WaitAsync(TimeSpan.FromSeconds(10)));
 
         Assert.Equal($"no complete response from {chat.Url} within 60.0 s (--timeout). Raise --timeout if the model needs longer. (gave up after 1 retry)", e.Message);
         Assert.StartsWith("retry 1/1 after no response within 60.0 s: waiting ", Assert.Single(RetryLines(stderr)));
@@ -290,7 +290,7 @@ public class ClientRetryTests
         Task<JsonObject> post = chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
         await headersIn.Task.WaitAsync(TimeSpan.FromSeconds(10)); // the status line is in, the body has barely begun
         clock.Advance(TimeSpan.FromSeconds(60));
-        var e = await Assert.ThrowsAsync<FlowException>(() => post);
+        var e = await Assert.ThrowsAsync<FlowException>(() => post.WaitAsync(TimeSpan.FromSeconds(10)));
 
         Assert.StartsWith($"no complete response from {chat.Url} within 60.0 s (--timeout).", e.Message);
     }
