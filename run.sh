@@ -3,7 +3,8 @@
 #
 #   ./run.sh [QUESTION] [options]       the demo: offline replay of cassettes/weather.json unless OPENAI_API_KEY or
 #                                       --base-url is given (./run.sh --help lists the options)
-#   ./run.sh serve CASSETTE [--port N]  the replay server alone; prints its base URL on stdout
+#   ./run.sh serve CASSETTE [--port N] [--host ADDRESS]
+#                                       the replay server alone; prints its base URL on stdout
 #   ./run.sh test [dotnet test args]    the whole test suite; its last line is "N passed, N failed"
 #
 # Builds are quiet: their output is shown only when they fail.
