@@ -34,7 +34,7 @@ public class FuzzTests
             string question = cassette.FirstQuestion()!;
             try
             {
-                await ToolCalling.RunAsync(chat, Wire.Model, question, DemoTools.Create(), 8, StepLog.Silent, CancellationToken.None)
+                await ToolCalling.RunAsync(chat, Wire.Model, question, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None)
                     .WaitAsync(TimeSpan.FromSeconds(10)); // a hang fails the test instead of stalling it
                 answered++;
             }

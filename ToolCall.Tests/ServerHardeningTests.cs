@@ -141,7 +141,7 @@ public class ServerHardeningTests
             var chat = new ChatClient(http, server.BaseUrl, null, StepLog.Silent) { Retries = new RetryPolicy { MaxRetries = 0 } };
             var mine = new List<string>();
             for (int run = 0; run < Runs; run++)
-                mine.Add(await ToolCalling.RunAsync(chat, Wire.Model, Cli.DefaultQuestion, DemoTools.Create(), 8, StepLog.Silent, CancellationToken.None));
+                mine.Add(await ToolCalling.RunAsync(chat, Wire.Model, Cli.DefaultQuestion, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None));
             return mine.ToArray();
         }));
         await server.ConnectionsClosedAsync().WaitAsync(TimeSpan.FromSeconds(10)); // every client has closed its connection
