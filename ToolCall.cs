@@ -524,7 +524,7 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
 
 /// <summary>
 /// When and how soon to send a failed request again, as the official OpenAI SDKs do (openai-python's _base_client.py;
-/// the Node and Go SDKs use the same numbers):
+/// openai-node uses the same numbers):
 /// - retry 408 Request Timeout, 409 Conflict, 429 Too Many Requests, any 5xx, a timeout and a connection error;
 ///   never another 4xx (400, 401, 403, 404, 422...): the same request would fail the same way;
 /// - at most 2 retries by default (--retries N);
