@@ -14,6 +14,7 @@
 //   dotnet run ToolCall.cs -- --replay weather.json                      offline, from a cassette beside this file
 //   OPENAI_API_KEY=... dotnet run ToolCall.cs -- "Weather in Paris?"      live, against the OpenAI API
 //   dotnet run ToolCall.cs -- --base-url http://localhost:11434/v1 --model llama3.2   any OpenAI-compatible server
+//   dotnet run ToolCall.cs -- --replay weather-stream.json --stream      the same four steps, the reply streamed
 
 using System;
 using System.Buffers;
@@ -27,6 +28,7 @@ using System.Net;
 using System.Net.Http;
 using System.Net.Http.Headers;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Encodings.Web;
@@ -385,26 +387,37 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     public long PromptTokens { get; private set; }
     public long CompletionTokens { get; private set; }
 
+    /// <summary>--stream: when set, every request asks for the reply as server-sent events, and their text is written
+    /// here as it arrives (see "Streaming" below).</summary>
+    public TextWriter? StreamTextTo { get; init; }
+
+    /// <summary>Whether the last reply came as a stream, so its text has been printed already.</summary>
+    public bool LastReplyStreamed { get; private set; }
+
     public async Task<JsonObject> PostAsync(JsonObject body, CancellationToken cancellationToken)
     {
+        if (StreamTextTo is not null)
+        {
+            // The same request, asking for the reply in pieces; the usage comes in one last chunk only when asked for.
+            body["stream"] = true;
+            body["stream_options"] = new JsonObject { ["include_usage"] = true };
+        }
         // Serialize once, straight to UTF-8: the same bytes go on the wire (on every retry), into the trace and into
         // a recording.
         ReadOnlyMemory<byte> bytes = Json.Utf8(body);
         log.Trace($"POST {Url}" + (apiKey is null ? "" : "\nAuthorization: Bearer [redacted]"), body);
 
         using IDisposable? waiting = log.ShowWaiting();
-        (int status, string? contentType, byte[] content) = await SendAsync(bytes, cancellationToken);
-        JsonObject completion = ReadCompletion(status, contentType, content);
-        log.Trace($"HTTP {status}", completion);
+        JsonObject completion = await SendAsync(bytes, waiting, cancellationToken);
         CountUsage(completion["usage"]);
         return completion;
     }
 
     /// <summary>
-    /// Sends the request until it gets a 2xx or a failure that retrying cannot fix (see RetryPolicy). Each attempt has
-    /// --timeout seconds to deliver the whole response, body included; a retry sends the very same bytes.
+    /// Sends the request until it gets a completion or a failure that retrying cannot fix (see RetryPolicy). Each
+    /// attempt has --timeout seconds to deliver the whole response, body included; a retry sends the very same bytes.
     /// </summary>
-    async Task<(int Status, string? ContentType, byte[] Body)> SendAsync(ReadOnlyMemory<byte> requestBody, CancellationToken cancellationToken)
+    async Task<JsonObject> SendAsync(ReadOnlyMemory<byte> requestBody, IDisposable? waiting, CancellationToken cancellationToken)
     {
         for (int retry = 0; ; retry++)
         {
@@ -414,12 +427,19 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
             try
             {
                 using HttpResponseMessage response = await http.SendAsync(NewRequest(requestBody), HttpCompletionOption.ResponseHeadersRead, attempt.Token);
+                LastReplyStreamed = response.IsSuccessStatusCode && response.Content.Headers.ContentType?.MediaType == "text/event-stream";
+                if (LastReplyStreamed)
+                    return await ReadEventStreamAsync(response, requestBody, waiting, attempt.Token, cancellationToken);
                 byte[] content = await response.Content.ReadAsByteArrayAsync(attempt.Token);
                 Requests++;
                 int status = (int)response.StatusCode;
                 recorder?.Add(requestBody, status, content, response.Headers);
                 if (response.IsSuccessStatusCode)
-                    return (status, response.Content.Headers.ContentType?.MediaType, content);
+                {
+                    JsonObject completion = ReadCompletion(status, response.Content.Headers.ContentType?.MediaType, content);
+                    log.Trace($"HTTP {status}", completion);
+                    return completion;
+                }
                 failure = ApiFailure(response, content);
             }
             catch (Exception e) when ((e is HttpRequestException or IOException) && !cancellationToken.IsCancellationRequested)
@@ -441,6 +461,44 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
             log.Info($"retry {retry + 1}/{Retries.MaxRetries} after {failure.What}: waiting {RetryPolicy.Seconds(wait)} s ({why})");
             await Retries.WaitAsync(wait, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// A streamed reply becomes the same completion object a JSON reply is, so steps 2 to 4 read it unchanged. A
+    /// stream that breaks before its first event is retried like any connection error; after it, the text is on the
+    /// screen, so a cut or a timeout is an error line, not a retry that would print it twice. The events are recorded
+    /// and traced even when the stream fails half way: that reply is the one worth keeping.
+    /// </summary>
+    async Task<JsonObject> ReadEventStreamAsync(
+        HttpResponseMessage response, ReadOnlyMemory<byte> requestBytes, IDisposable? waiting, CancellationToken attempt,
+        CancellationToken cancellationToken)
+    {
+        int status = (int)response.StatusCode;
+        var events = new JsonArray();
+        JsonObject completion;
+        try
+        {
+            await using Stream stream = await response.Content.ReadAsStreamAsync(attempt);
+            completion = await StreamedReply.ReadAsync(stream, StreamTextTo ?? TextWriter.Null, events, waiting, attempt);
+        }
+        catch (OperationCanceledException) when (events.Count > 0 && !cancellationToken.IsCancellationRequested)
+        {
+            throw new FlowException(
+                $"the stream did not end within {RetryPolicy.Seconds(Retries.Timeout)} s (--timeout), after {ToolCalling.Plural(events.Count, "event")}. " +
+                "The reply is incomplete, so none of it is used; raise --timeout if the model needs longer.");
+        }
+        finally
+        {
+            if (events.Count > 0)
+            {
+                Requests++;
+                recorder?.Add(requestBytes, status, events);
+                log.Trace($"HTTP {status}: {ToolCalling.Plural(events.Count, "server-sent event")}",
+                    events.Select(e => "data: " + (e is JsonObject chunk ? Json.Compact(chunk) : Json.String(e))));
+            }
+        }
+        log.Trace("The completion assembled from the events", completion);
+        return completion;
     }
 
     HttpRequestMessage NewRequest(ReadOnlyMemory<byte> body)
@@ -629,6 +687,259 @@ static class ApiError
             return $"{head}: {message}";
         string snippet = text.Length > 200 ? text[..200] + "…" : text;
         return snippet.Length == 0 ? $"{head} with an empty body." : $"{head}: {snippet.ReplaceLineEndings(" ")}";
+    }
+}
+
+// =====================================================================================================================
+// Streaming: server-sent events and tool-call fragments (--stream)
+//
+// With "stream": true the reply comes as server-sent events, each `data:` holding one chat.completion.chunk. Text
+// arrives in pieces (delta.content); each tool call arrives in fragments (delta.tool_calls[]): its id, type and name
+// in the first, then pieces of its `arguments` text, told apart from other calls' pieces by `index`. With
+// stream_options.include_usage the last chunk carries only the usage, and `data: [DONE]` ends the stream.
+// StreamedReply puts the pieces back together into the completion a JSON reply would have been, so the four steps
+// read it unchanged.
+// =====================================================================================================================
+
+/// <summary>
+/// The event-stream format (https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream),
+/// as far as chat completions use it: the data of each event. The BCL has a parser for it,
+/// System.Net.ServerSentEvents.SseParser (the tests hold this one to it). The rules are written out here because they
+/// are what a port to another language has to get right, and they fit in a screen.
+/// </summary>
+static class ServerSentEvents
+{
+    public static async IAsyncEnumerable<string> ReadDataAsync(Stream stream, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        // Always UTF-8, a leading BOM skipped. The reader's decoder keeps a character whose bytes arrive in two reads.
+        using var reader = new StreamReader(stream, Encoding.UTF8, detectEncodingFromByteOrderMarks: false);
+        var data = new StringBuilder();
+        // A line ends at CRLF, LF or CR; ReadLineAsync knows all three, even when CR and LF arrive in separate reads.
+        while (await reader.ReadLineAsync(cancellationToken) is string line)
+        {
+            if (line.Length == 0)
+            {
+                // A blank line ends the event: its data lines, joined by "\n". An event without data is no event.
+                if (data.Length > 0)
+                    yield return data.ToString(0, data.Length - 1);
+                data.Clear();
+                continue;
+            }
+            if (line[0] == ':')
+                continue; // a comment, such as the keep-alive ": ping"
+            int colon = line.IndexOf(':');
+            if ((colon < 0 ? line : line[..colon]) != "data")
+                continue; // event, id and retry: chat completions do not use them
+            string value = colon < 0 ? "" : line[(colon + 1)..];
+            data.Append(value.StartsWith(' ') ? value[1..] : value).Append('\n'); // "data:x" and "data: x" both say "x"
+        }
+        // The stream has ended: an event still without its blank line is incomplete, and dropped.
+    }
+}
+
+/// <summary>A streamed reply, put back together into the completion (with choices[0].message) a JSON reply would be.</summary>
+sealed class StreamedReply
+{
+    readonly TextWriter output;
+    readonly StringBuilder content = new(), refusal = new();
+    readonly List<PartialCall> calls = [];
+    readonly Dictionary<int, PartialCall> callsByIndex = [];
+    PartialCall? lastCall;
+    JsonObject? firstChunk;
+    JsonObject? usage;
+    string role = "assistant";
+    string? finishReason;
+    bool hasChoice, printed;
+
+    StreamedReply(TextWriter output) => this.output = output;
+
+    /// <summary>
+    /// Reads the events up to `data: [DONE]`, writing the text to `output` as it arrives and keeping every event in
+    /// `events` (for --record and --trace). An error event, or a stream that ends before [DONE], throws: a reply cut
+    /// short may lack a tool call or half of its arguments, so none of it goes into the history.
+    /// </summary>
+    public static async Task<JsonObject> ReadAsync(
+        Stream stream, TextWriter output, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken)
+    {
+        var reply = new StreamedReply(output);
+        try
+        {
+            await foreach (string data in ServerSentEvents.ReadDataAsync(stream, cancellationToken))
+            {
+                waiting?.Dispose(); // the reply has begun: the "waiting" line goes before any text shows
+                JsonNode? json = data == "[DONE]" ? null : Json.TryParse(data);
+                events.Add(json is JsonObject ? json : JsonValue.Create(data)); // as sent: a chunk as JSON, [DONE] as text
+                if (data == "[DONE]")
+                    return reply.ToCompletion();
+                if (json is not JsonObject chunk)
+                    throw new FlowException($"event {events.Count} of the stream is not a JSON object: {(data.Length > 120 ? data[..120] + "…" : data)}");
+                if (chunk["error"] is JsonNode error)
+                    throw new FlowException("the stream carried an error instead of the next chunk: " +
+                        (Json.String(Json.At(error, "message") ?? error) ?? Json.Compact(error)));
+                reply.Add(chunk);
+            }
+        }
+        catch (IOException e)
+        {
+            throw Incomplete(events.Count, $"was cut off ({e.Message})");
+        }
+        finally
+        {
+            reply.EndText();
+        }
+        throw Incomplete(events.Count, "ended");
+    }
+
+    static FlowException Incomplete(int events, string how) => new(
+        $"the stream {how} after {ToolCalling.Plural(events, "event")}, before data: [DONE]. " +
+        "The reply may be incomplete, so none of it is used; try again.");
+
+    /// <summary>One chat.completion.chunk.</summary>
+    void Add(JsonObject chunk)
+    {
+        firstChunk ??= chunk;
+        if (chunk["usage"] is JsonObject chunkUsage)
+            usage = chunkUsage; // with include_usage: null in every chunk but the last, which has empty choices
+        foreach (JsonNode? node in chunk["choices"] as JsonArray ?? [])
+        {
+            // This client asks for one choice (n defaults to 1); should a server send more, only the first is read.
+            if (node is not JsonObject choice || (Index(choice) ?? 0) != 0)
+                continue;
+            hasChoice = true;
+            finishReason = Json.String(choice["finish_reason"]) ?? finishReason;
+            if (choice["delta"] is not JsonObject delta)
+                continue;
+            role = Json.String(delta["role"]) ?? role;
+            Print(content, delta["content"]);
+            Print(refusal, delta["refusal"]); // a refusal is printed as the answer too
+            foreach (JsonNode? fragment in delta["tool_calls"] as JsonArray ?? [])
+            {
+                if (fragment is JsonObject callFragment)
+                    AddFragment(callFragment);
+            }
+        }
+    }
+
+    /// <summary>A piece of text: kept, and shown at once (flushed), so a reader sees the words appear.</summary>
+    void Print(StringBuilder text, JsonNode? piece)
+    {
+        if (Json.String(piece) is not { Length: > 0 } words)
+            return;
+        text.Append(words);
+        output.Write(words);
+        output.Flush();
+        printed = true;
+    }
+
+    /// <summary>Ends the printed text with a line break, also when the stream failed, so an error gets a line of its own.</summary>
+    void EndText()
+    {
+        if (printed)
+            output.WriteLine();
+        output.Flush();
+    }
+
+    /// <summary>
+    /// One fragment of a tool call. The call it belongs to: the one with its `index`. Without an index (Gemini sends
+    /// none): the one with its `id`, or a new call for an id not seen before. With neither: the call the previous
+    /// fragment belonged to. id, type and name come whole, in the first fragment that has them; a missing id is
+    /// generated in step 3 (CompleteForHistory), as for a JSON reply.
+    /// </summary>
+    void AddFragment(JsonObject fragment)
+    {
+        string? id = NonEmpty(fragment["id"]);
+        int? index = Index(fragment);
+        PartialCall? call = index is int i ? callsByIndex.GetValueOrDefault(i)
+            : id is not null ? calls.Find(c => c.Id == id)
+            : lastCall;
+        if (call is null)
+        {
+            call = new PartialCall();
+            calls.Add(call);
+            if (index is int newIndex)
+                callsByIndex[newIndex] = call;
+        }
+        lastCall = call;
+
+        JsonObject? function = fragment["function"] as JsonObject;
+        call.Id ??= id;
+        call.Type ??= NonEmpty(fragment["type"]);
+        call.Name ??= NonEmpty(function?["name"]);
+        if (Json.String(function?["arguments"]) is string piece)
+            call.AddArguments(piece);
+        foreach ((string key, JsonNode? value) in fragment)
+        {
+            // Whatever else a provider puts on a call goes back with it, e.g. Gemini's extra_content (its thought
+            // signature, which it wants to see again in the next request).
+            if (key is not ("index" or "id" or "type" or "function"))
+                call.Extra[key] = value?.DeepClone();
+        }
+    }
+
+    JsonObject ToCompletion()
+    {
+        var choices = new JsonArray();
+        if (hasChoice)
+        {
+            // The shape of a JSON reply's message, so that step 3 appends the same thing either way.
+            var message = new JsonObject { ["role"] = role, ["content"] = content.Length > 0 ? content.ToString() : null };
+            if (calls.Count > 0)
+                message["tool_calls"] = new JsonArray([.. calls.Select(call => (JsonNode)call.ToJson())]);
+            message["refusal"] = refusal.Length > 0 ? refusal.ToString() : null;
+            JsonNode choice = new JsonObject { ["index"] = 0, ["message"] = message, ["logprobs"] = null, ["finish_reason"] = finishReason };
+            choices.Add(choice);
+        }
+        return new JsonObject
+        {
+            ["id"] = firstChunk?["id"]?.DeepClone(),
+            ["object"] = "chat.completion",
+            ["created"] = firstChunk?["created"]?.DeepClone(),
+            ["model"] = firstChunk?["model"]?.DeepClone(),
+            ["choices"] = choices,
+            ["usage"] = usage?.DeepClone(),
+        };
+    }
+
+    static int? Index(JsonObject item) => item["index"] is JsonValue value && value.TryGetValue(out int index) ? index : null;
+
+    static string? NonEmpty(JsonNode? node) => Json.String(node) is { Length: > 0 } text ? text : null;
+
+    /// <summary>What has arrived so far of one tool call.</summary>
+    sealed class PartialCall
+    {
+        readonly StringBuilder arguments = new();
+
+        public string? Id { get; set; }
+        public string? Type { get; set; }
+        public string? Name { get; set; }
+        public JsonObject Extra { get; } = [];
+
+        /// <summary>
+        /// The pieces split the arguments' text anywhere (inside a key, a \u escape, a number), so they are joined as
+        /// text and parsed only in step 3. Once the arguments are a complete JSON value, appending could only break
+        /// them: a piece that is a complete JSON value itself is the whole arguments sent again (some servers repeat
+        /// them in a last fragment), and replaces them.
+        /// </summary>
+        public void AddArguments(string piece)
+        {
+            if (piece.TrimStart().StartsWith('{') && Json.TryParse(arguments.ToString()) is not null && Json.TryParse(piece) is not null)
+                arguments.Clear();
+            arguments.Append(piece);
+        }
+
+        public JsonObject ToJson()
+        {
+            // null id and type stay as placeholders, in their usual place; step 3 fills them in.
+            var call = new JsonObject
+            {
+                ["id"] = Id,
+                ["type"] = Type,
+                ["function"] = new JsonObject { ["name"] = Name, ["arguments"] = arguments.ToString() },
+            };
+            foreach ((string key, JsonNode? value) in Extra)
+                call[key] = value?.DeepClone();
+            return call;
+        }
     }
 }
 
@@ -920,6 +1231,13 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
             stderr.WriteLine($"--- {title}\n{Json.Indented(json)}");
     }
 
+    /// <summary>With --trace: lines as they were on the wire, such as the events of a stream.</summary>
+    public void Trace(string title, IEnumerable<string> lines)
+    {
+        if (trace)
+            stderr.WriteLine($"--- {title}\n{string.Join('\n', lines)}");
+    }
+
     /// <summary>On a terminal only (never in a pipe or CI): how long the model has been thinking.</summary>
     public IDisposable? ShowWaiting() => interactive ? new WaitingLine(stderr) : null;
 
@@ -1008,6 +1326,8 @@ static class Cli
           --no-parallel      parallel_tool_calls: false, at most one tool call per reply (offline: no-parallel.json)
           --strict           strict: true on every function, its schema in strict form (offline: strict.json;
                              with --no-parallel: no-parallel+strict.json)
+          --stream           ask for the replies as server-sent events and print the text as it arrives
+                             (offline: weather-stream.json)
           --retries N        send a request again up to N times after 408, 409, 429, 5xx, a timeout or a
                              connection error, waiting as the server asks or backing off (default 2)
           --timeout SECONDS  the most one request may take, response body included (default 60)
@@ -1120,12 +1440,14 @@ static class Cli
             var chat = new ChatClient(http, baseUrl, apiKey, log, recorder)
             {
                 Retries = new RetryPolicy { MaxRetries = options.Retries, Timeout = TimeSpan.FromSeconds(options.TimeoutSeconds) },
+                StreamTextTo = options.Stream ? stdout : null,
             };
             try
             {
                 string answer = await ToolCalling.RunAsync(
                     chat, model, question ?? DefaultQuestion, tools, toolOptions, options.MaxRounds, log, cancellationToken);
-                stdout.WriteLine(answer);
+                if (!chat.LastReplyStreamed)
+                    stdout.WriteLine(answer); // a streamed answer has been printed as it arrived
                 if (chat.PromptTokens + chat.CompletionTokens > 0)
                     log.Info($"Tokens: {chat.PromptTokens + chat.CompletionTokens} in total ({chat.PromptTokens} in, {chat.CompletionTokens} out) over {ToolCalling.Plural(chat.Requests, "request")}.");
                 return 0;
@@ -1175,7 +1497,7 @@ static class Cli
 
     /// <summary>The cassette the offline demo replays for these options: each option that changes the request on
     /// the wire has a cassette of its own, named after it (tool-choice-required.json, no-parallel.json, strict.json;
-    /// options together: no-parallel+strict.json). Without any it is weather.json.</summary>
+    /// options together: no-parallel+strict.json). Without any it is weather.json; --stream alone, weather-stream.json.</summary>
     static string DefaultCassetteName(Options options)
     {
         var parts = new List<string>();
@@ -1185,7 +1507,10 @@ static class Cli
             parts.Add("no-parallel");
         if (options.Strict)
             parts.Add("strict");
-        return parts.Count == 0 ? "weather.json" : string.Join('+', parts) + ".json";
+        if (options.Stream)
+            parts.Add("stream");
+        string name = string.Join('+', parts);
+        return name switch { "" => "weather.json", "stream" => "weather-stream.json", _ => name + ".json" };
     }
 
     /// <summary>--tool-choice takes a mode or the name of one of the tools; anything else is caught before it is sent.</summary>
@@ -1238,6 +1563,7 @@ sealed class Options
     public string? ToolChoice { get; private set; }
     public bool NoParallel { get; private set; }
     public bool Strict { get; private set; }
+    public bool Stream { get; private set; }
     public int Retries { get; private set; } = 2;
     public int TimeoutSeconds { get; private set; } = 60;
     public bool Help { get; private set; }
@@ -1270,6 +1596,7 @@ sealed class Options
                 case "--tool-choice" when !serve: options.ToolChoice = Value(); break;
                 case "--no-parallel" when !serve: options.NoParallel = true; break;
                 case "--strict" when !serve: options.Strict = true; break;
+                case "--stream" when !serve: options.Stream = true; break;
                 case "--retries" when !serve: options.Retries = WholeNumber(arg, Value(), min: 0, max: 10); break;
                 case "--timeout" when !serve: options.TimeoutSeconds = WholeNumber(arg, Value(), min: 1, max: 3600); break;
                 case "--port" when serve: options.Port = WholeNumber(arg, Value(), min: 0, max: 65535); break;
@@ -1346,6 +1673,17 @@ sealed class Recorder(string baseUrl)
             interactions.Add(interaction);
     }
 
+    /// <summary>A streamed response: the events it carried, instead of a body.</summary>
+    public void Add(ReadOnlyMemory<byte> requestBody, int status, JsonArray events)
+    {
+        var interaction = new Interaction("POST", "/chat/completions", Json.Parse(requestBody.Span), status, null)
+        {
+            ResponseEvents = events.DeepClone().AsArray(),
+        };
+        lock (interactions)
+            interactions.Add(interaction);
+    }
+
     public void Save(string path)
     {
         var cassette = new Cassette(
@@ -1377,6 +1715,13 @@ sealed record Interaction(string Method, string Path, JsonNode? RequestBody, int
 
     /// <summary>How the server misbehaves while answering (fault injection); Fault.None answers at once and whole.</summary>
     public Fault Fault { get; init; } = Fault.None;
+
+    /// <summary>A streamed response, instead of a body: each event's data, a JSON object as itself and anything else
+    /// (such as "[DONE]") as a string.</summary>
+    public JsonArray? ResponseEvents { get; init; }
+
+    /// <summary>How long the server waits before each of the ResponseEvents.</summary>
+    public TimeSpan EventDelay { get; init; }
 }
 
 /// <summary>
@@ -1418,6 +1763,7 @@ sealed record Fault(int DelayMs = 0, int DripBytes = 0, int DripIntervalMs = 0, 
 /// { "source": "where it came from", "match": "order" or "content",
 ///   "interactions": [ { "request": {"method", "path", "body"},
 ///                       "response": {"status", "body" or "text", "headers"?, "fault"?} } ] }
+/// A streamed response has, instead of "body", "events": [ {chunk}, …, "[DONE]" ], and may have "event_delay_ms".
 /// </summary>
 sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
 {
@@ -1477,6 +1823,8 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
             };
             if (fault is null)
                 throw new UsageException(Bad($"{at}'s response \"fault\": {faultError}"));
+            if (StreamProblem(response, fault) is string streamProblem)
+                throw new UsageException(Bad($"{at}'s response {streamProblem}"));
             interactions.Add(new Interaction(
                 Json.String(request["method"]) ?? "POST",
                 Json.String(request["path"]) ?? "/chat/completions",
@@ -1487,9 +1835,27 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
                 Headers = headers,
                 ResponseText = Json.String(response["text"]),
                 Fault = fault,
+                ResponseEvents = response["events"]?.DeepClone().AsArray(),
+                EventDelay = TimeSpan.FromMilliseconds(response["event_delay_ms"] is JsonValue delay && delay.TryGetValue(out int ms) ? ms : 0),
             });
         }
         return new Cassette(Json.String(cassette["source"]) ?? "", interactions) { MatchByContent = match == "content" };
+    }
+
+    /// <summary>What is wrong with a streamed response's "events" and "event_delay_ms", or null when they are fine.</summary>
+    static string? StreamProblem(JsonObject response, Fault fault)
+    {
+        if (response["event_delay_ms"] is JsonNode delay && !(delay is JsonValue value && value.TryGetValue(out int ms) && ms >= 0))
+            return "\"event_delay_ms\" must be a whole number from 0";
+        if (response["events"] is null)
+            return response["event_delay_ms"] is null ? null : "has \"event_delay_ms\" but no \"events\"";
+        if (response["events"] is not JsonArray events || events.Any(e => e is not JsonObject && Json.String(e) is null))
+            return "\"events\" must be an array, each event a JSON object or a string such as \"[DONE]\"";
+        if (response["body"] is not null || response["text"] is not null)
+            return "has \"events\" and a \"body\" or \"text\": a response is one or the other";
+        if (fault.DripBytes > 0 || fault.TruncateAfterBytes is not null)
+            return "fault: drip_bytes and truncate_after_bytes apply to a body; for \"events\", use delay_ms, close_after_bytes or event_delay_ms";
+        return null;
     }
 
     /// <summary>A response's "headers": name to value, each a string on one line; null when that is not what it holds.</summary>
@@ -1540,13 +1906,19 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
         return json;
     }
 
-    /// <summary>The "response" of an interaction; headers, text and fault only when it has them.</summary>
+    /// <summary>The "response" of an interaction; headers, text, events and fault only when it has them.</summary>
     static JsonObject ResponseJson(Interaction interaction)
     {
         var response = new JsonObject { ["status"] = interaction.Status };
         if (interaction.Headers.Count > 0)
             response["headers"] = new JsonObject(interaction.Headers.Select(h => KeyValuePair.Create(h.Key, (JsonNode?)h.Value)));
-        if (interaction.ResponseText is string text)
+        if (interaction.ResponseEvents is JsonArray events)
+        {
+            if (interaction.EventDelay > TimeSpan.Zero)
+                response["event_delay_ms"] = (int)interaction.EventDelay.TotalMilliseconds;
+            response["events"] = events.DeepClone();
+        }
+        else if (interaction.ResponseText is string text)
             response["text"] = text;
         else
             response["body"] = interaction.ResponseBody?.DeepClone();
@@ -1875,6 +2247,10 @@ sealed class ReplayServer : IAsyncDisposable
     /// <summary>Completes when every connection open now has closed.</summary>
     public Task ConnectionsClosedAsync() => Task.WhenAll(connections.Values);
 
+    /// <summary>For tests: awaited before each event of a streamed response is sent, with the event's position. A test
+    /// can hold back the rest of a stream until the client has shown what it got, with no sleeps.</summary>
+    public Func<int, Task>? BeforeStreamEvent { get; set; }
+
     async Task AcceptLoopAsync()
     {
         while (!stopping.IsCancellationRequested)
@@ -2051,6 +2427,8 @@ sealed class ReplayServer : IAsyncDisposable
     /// </summary>
     async Task<bool> WriteResponseAsync(Stream stream, Reply reply, bool keepAlive, CancellationToken cancellationToken)
     {
+        if (reply.Played is { ResponseEvents: JsonArray })
+            return await WriteEventStreamAsync(stream, reply.Status, reply.Played, keepAlive, cancellationToken);
         Interaction? played = reply.Played;
         Fault fault = played?.Fault ?? Fault.None;
         ReadOnlyMemory<byte> content = played?.ResponseText is string text ? Encoding.UTF8.GetBytes(text)
@@ -2085,6 +2463,54 @@ sealed class ReplayServer : IAsyncDisposable
         }
         await stream.FlushAsync(cancellationToken);
         return keepAlive && fault.CloseAfterBytes is null;
+    }
+
+    /// <summary>
+    /// A streamed response, sent as the API sends one: text/event-stream, each event flushed on its own as one chunk
+    /// of a chunked body (its length is not known in advance). A JSON object goes out as `data: {…}` on one line, a
+    /// string (such as "[DONE]") as it is, one `data:` line per line of it, and a blank line ends each event. Of the
+    /// faults, delay_ms waits before the head and close_after_bytes cuts the events off after that many bytes.
+    /// </summary>
+    async Task<bool> WriteEventStreamAsync(Stream stream, int status, Interaction played, bool keepAlive, CancellationToken cancellationToken)
+    {
+        Fault fault = played.Fault;
+        if (fault.DelayMs > 0)
+            await Task.Delay(TimeSpan.FromMilliseconds(fault.DelayMs), time, cancellationToken);
+        var head = new StringBuilder($"HTTP/1.1 {status} {ReasonPhrase(status)}\r\n");
+        if (!played.Headers.Keys.Any(name => name.Equals("Content-Type", StringComparison.OrdinalIgnoreCase)))
+            head.Append("Content-Type: text/event-stream; charset=utf-8\r\n");
+        foreach ((string name, string value) in played.Headers)
+            head.Append($"{name}: {value}\r\n");
+        head.Append("Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n");
+        head.Append(keepAlive ? "\r\n" : "Connection: close\r\n\r\n");
+        await stream.WriteAsync(Encoding.UTF8.GetBytes(head.ToString()), cancellationToken);
+        await stream.FlushAsync(cancellationToken);
+
+        JsonArray events = played.ResponseEvents!;
+        int left = fault.CloseAfterBytes ?? int.MaxValue;
+        for (int i = 0; i < events.Count; i++)
+        {
+            if (played.EventDelay > TimeSpan.Zero)
+                await Task.Delay(played.EventDelay, time, cancellationToken);
+            if (BeforeStreamEvent is Func<int, Task> hold)
+                await hold(i).WaitAsync(cancellationToken);
+            string data = events[i] is JsonObject chunk ? Json.Compact(chunk) : Json.String(events[i]) ?? "";
+            byte[] sse = Encoding.UTF8.GetBytes(string.Concat(data.Split('\n').Select(line => $"data: {line}\n")) + "\n");
+            int sent = Math.Min(sse.Length, left);
+            if (sent > 0) // an empty chunk would say that the body is complete
+            {
+                await stream.WriteAsync(Encoding.ASCII.GetBytes($"{sent:x}\r\n"), cancellationToken);
+                await stream.WriteAsync(sse.AsMemory(0, sent), cancellationToken);
+                await stream.WriteAsync("\r\n"u8.ToArray(), cancellationToken);
+                await stream.FlushAsync(cancellationToken);
+            }
+            left -= sent;
+            if (left == 0)
+                return false; // close_after_bytes: the connection closes with the body unfinished
+        }
+        await stream.WriteAsync("0\r\n\r\n"u8.ToArray(), cancellationToken); // the last chunk: the body is complete
+        await stream.FlushAsync(cancellationToken);
+        return keepAlive;
     }
 
     static string ReasonPhrase(int status) => status switch

@@ -84,8 +84,9 @@ public class ToolCallTests
 }
 
 /// <summary>The bundled cassettes and this project's requests, held to the official OpenAPI spec
-/// (openai/openai-openapi: CreateChatCompletionRequest, CreateChatCompletionResponse): the required fields and
-/// their types, written out here because the spec itself is not vendored.</summary>
+/// (openai/openai-openapi: CreateChatCompletionRequest, CreateChatCompletionResponse, and for streams
+/// CreateChatCompletionStreamResponse): the required fields and their types, written out here because the spec itself
+/// is not vendored.</summary>
 public class WireFidelityTests
 {
     /// <summary>Every cassette in cassettes/ and its folders, as a path relative to cassettes/.</summary>
@@ -127,6 +128,14 @@ public class WireFidelityTests
                 Assert.Matches("^[a-zA-Z0-9_-]{1,64}$", (string)tool["function"]!["name"]!);
                 Assert.Equal("object", (string)tool["function"]!["parameters"]!["type"]!);
             }
+            // A streamed response answers a request with "stream": true, and only such a request has stream_options.
+            bool streamed = interaction.ResponseEvents is not null;
+            Assert.Equal(streamed, request["stream"]?.GetValueKind() == JsonValueKind.True);
+            if (request["stream_options"] is JsonNode streamOptions)
+            {
+                Assert.True(streamed, "stream_options without stream: true");
+                Assert.Equal(JsonValueKind.True, streamOptions["include_usage"]!.GetValueKind());
+            }
         }
     }
 
@@ -134,7 +143,7 @@ public class WireFidelityTests
     [MemberData(nameof(ConformingCassettes))]
     public void BundledCassette_Responses_HaveWhatCreateChatCompletionResponseRequires(string name)
     {
-        foreach (Interaction interaction in Cassette.Load(Repo.Cassette(name)).Interactions.Where(i => i.Status == 200))
+        foreach (Interaction interaction in Cassette.Load(Repo.Cassette(name)).Interactions.Where(i => i.Status == 200 && i.ResponseEvents is null))
         {
             JsonObject response = interaction.ResponseBody!.AsObject();
             Assert.Equal(JsonValueKind.String, response["id"]!.GetValueKind());
@@ -153,10 +162,43 @@ public class WireFidelityTests
                     AssertToolCall(call!.AsObject());
             }
             if (response["usage"] is JsonObject usage)
+                AssertUsage(usage);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(BundledCassettes))]
+    public void BundledCassette_StreamedResponses_HaveWhatCreateChatCompletionStreamResponseRequires(string name)
+    {
+        foreach (Interaction interaction in Cassette.Load(Repo.Cassette(name)).Interactions.Where(i => i.ResponseEvents is not null))
+        {
+            JsonArray events = interaction.ResponseEvents!;
+            Assert.Equal("[DONE]", (string)events[^1]!); // the stream's end marker, once, last
+            JsonObject[] chunks = [.. events.SkipLast(1).Select(e => Assert.IsType<JsonObject>(e))];
+            Assert.NotEmpty(chunks);
+            foreach (JsonObject chunk in chunks)
             {
-                foreach (string field in new[] { "prompt_tokens", "completion_tokens", "total_tokens" })
-                    Assert.Equal(JsonValueKind.Number, usage[field]!.GetValueKind());
+                Assert.Equal(JsonValueKind.String, chunk["id"]!.GetValueKind());
+                Assert.Equal("chat.completion.chunk", (string)chunk["object"]!);
+                Assert.Equal(JsonValueKind.Number, chunk["created"]!.GetValueKind());
+                Assert.Equal(JsonValueKind.String, chunk["model"]!.GetValueKind());
+                Assert.Equal((string)chunks[0]["id"]!, (string)chunk["id"]!);                  // "Each chunk has the same ID."
+                Assert.Equal((long)chunks[0]["created"]!, (long)chunk["created"]!);            // "Each chunk has the same timestamp."
+                foreach (JsonNode? choice in chunk["choices"]!.AsArray())
+                {
+                    Assert.Equal(JsonValueKind.Number, choice!["index"]!.GetValueKind());
+                    Assert.True(choice.AsObject().ContainsKey("finish_reason"), "finish_reason is required (nullable)");
+                    if (choice["finish_reason"] is JsonNode finishReason)
+                        Assert.Contains((string)finishReason!, new[] { "stop", "length", "tool_calls", "content_filter", "function_call" });
+                    AssertDelta(choice["delta"]!.AsObject());
+                }
+                if (chunk["usage"] is JsonObject usage)
+                    AssertUsage(usage);
             }
+            // With stream_options.include_usage, the usage comes in one last chunk whose choices are empty.
+            Assert.Empty(chunks[^1]["choices"]!.AsArray());
+            Assert.IsType<JsonObject>(chunks[^1]["usage"]);
+            Assert.All(chunks.SkipLast(1), chunk => Assert.NotEmpty(chunk["choices"]!.AsArray()));
         }
     }
 
@@ -184,6 +226,34 @@ public class WireFidelityTests
         {
             foreach (JsonNode? call in calls)
                 AssertToolCall(call!.AsObject());
+        }
+    }
+
+    static void AssertUsage(JsonObject usage)
+    {
+        foreach (string field in new[] { "prompt_tokens", "completion_tokens", "total_tokens" })
+            Assert.Equal(JsonValueKind.Number, usage[field]!.GetValueKind());
+    }
+
+    /// <summary>ChatCompletionStreamResponseDelta, and each tool-call fragment a ChatCompletionMessageToolCallChunk.</summary>
+    static void AssertDelta(JsonObject delta)
+    {
+        if (delta["role"] is JsonNode role)
+            Assert.Contains((string)role!, new[] { "developer", "system", "user", "assistant", "tool" });
+        foreach (string text in new[] { "content", "refusal" })
+            Assert.True(delta[text] is null || delta[text]!.GetValueKind() == JsonValueKind.String, $"{text} is a string or null");
+        foreach (JsonNode? fragment in delta["tool_calls"]?.AsArray() ?? [])
+        {
+            Assert.Equal(JsonValueKind.Number, fragment!["index"]!.GetValueKind()); // the one required field
+            if (fragment["id"] is JsonNode id)
+                Assert.Equal(JsonValueKind.String, id.GetValueKind());
+            if (fragment["type"] is JsonNode type)
+                Assert.Equal("function", (string)type!);
+            if (fragment["function"] is JsonNode function)
+            {
+                foreach (string field in new[] { "name", "arguments" })
+                    Assert.True(function[field] is null || function[field]!.GetValueKind() == JsonValueKind.String, $"function.{field} is a string");
+            }
         }
     }
 
