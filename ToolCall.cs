@@ -781,7 +781,7 @@ sealed class StreamedReply
         }
         catch (IOException e)
         {
-            throw Incomplete(events.Count, $"was cut off ({e.Message})");
+            throw Incomplete(events.Count, "was cut off", $" ({e.Message})");
         }
         finally
         {
@@ -790,8 +790,8 @@ sealed class StreamedReply
         throw Incomplete(events.Count, "ended");
     }
 
-    static FlowException Incomplete(int events, string how) => new(
-        $"the stream {how} after {ToolCalling.Plural(events, "event")}, before data: [DONE]. " +
+    static FlowException Incomplete(int events, string how, string cause = "") => new(
+        $"the stream {how} after {ToolCalling.Plural(events, "event")}, before data: [DONE]{cause}. " +
         "The reply may be incomplete, so none of it is used; try again.");
 
     /// <summary>One chat.completion.chunk.</summary>
