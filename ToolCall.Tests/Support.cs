@@ -203,18 +203,32 @@ static class Http
 }
 
 /// <summary>
-/// A one-shot HTTP server for tests that need to see the request's headers: it answers one request with a fixed
-/// chat.completion and keeps the head of the request it got.
+/// A one-shot HTTP server for tests that need to see the request's headers, or to send a response byte by byte as
+/// they choose: it answers one request with a fixed chat.completion (or fixed raw bytes), keeps the head of the
+/// request it got, and closes the connection.
 /// </summary>
 sealed class HeaderCapturingServer : IDisposable
 {
     readonly TcpListener listener = new(IPAddress.Loopback, 0);
     readonly Task<string> head;
 
-    public HeaderCapturingServer(JsonObject response)
+    public HeaderCapturingServer(JsonObject response) : this(JsonResponse(response))
+    {
+    }
+
+    /// <summary>Answers with exactly these bytes (status line, headers and body), then closes the connection.</summary>
+    public HeaderCapturingServer(byte[] rawResponse)
     {
         listener.Start();
-        head = ServeOneAsync(Encoding.UTF8.GetBytes(response.ToJsonString()));
+        head = ServeOneAsync(rawResponse);
+    }
+
+    static byte[] JsonResponse(JsonObject response)
+    {
+        byte[] body = Encoding.UTF8.GetBytes(response.ToJsonString());
+        byte[] head = Encoding.ASCII.GetBytes(
+            $"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n");
+        return [.. head, .. body];
     }
 
     public string BaseUrl => $"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}/v1";
@@ -222,7 +236,7 @@ sealed class HeaderCapturingServer : IDisposable
     /// <summary>The request line and headers of the request it answered.</summary>
     public Task<string> RequestHead => head;
 
-    async Task<string> ServeOneAsync(byte[] body)
+    async Task<string> ServeOneAsync(byte[] rawResponse)
     {
         using Socket socket = await listener.AcceptSocketAsync();
         await using var stream = new NetworkStream(socket);
@@ -248,10 +262,7 @@ sealed class HeaderCapturingServer : IDisposable
                 break;
             bodyBytesLeft -= read;
         }
-        byte[] response = Encoding.ASCII.GetBytes(
-            $"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n");
-        await stream.WriteAsync(response);
-        await stream.WriteAsync(body);
+        await stream.WriteAsync(rawResponse);
         return requestHead;
     }
 
