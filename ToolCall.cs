@@ -7,9 +7,10 @@
 //           to the history FIRST, then one role:"tool" message per call with its tool_call_id and the result.
 //   Step 4  Send the history again. The model answers with text, or asks for more tools (back to step 2, with a limit).
 //
-// Read it top to bottom: your functions, the four steps, the HTTP call and the helpers the steps use, the command
-// line, and last, clearly marked, a replay server that answers from recorded responses ("cassettes") so the demo
-// and the tests run offline. Only the .NET base class library: HttpClient and System.Text.Json.Nodes.
+// Read it top to bottom: your functions, the four steps, the HTTP call (and, for --stream, how server-sent events
+// become the same reply), the helpers the steps use, the command line, and last, clearly marked, a replay server
+// that answers from recorded responses ("cassettes") so the demo and the tests run offline. Only the .NET base class
+// library: HttpClient and System.Text.Json.Nodes.
 //
 //   dotnet run ToolCall.cs -- --replay weather.json                      offline, from a cassette beside this file
 //   OPENAI_API_KEY=... dotnet run ToolCall.cs -- "Weather in Paris?"      live, against the OpenAI API
