@@ -1951,7 +1951,7 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
 }
 
 /// <summary>
-/// The rules the real API enforces on `tools`, `tool_choice` and `parallel_tool_calls`, checked on every request
+/// The rules the real API enforces on `tools`, `tool_choice`, `parallel_tool_calls` and `stream_options`, checked on every request
 /// before the history rules and the cassette. The wording, `param` and `code` are the API's, from error responses
 /// quoted in public issues, except where a comment says the wording is our own.
 /// </summary>
@@ -1961,6 +1961,8 @@ static class RequestRules
 
     public static JsonObject? FirstViolation(JsonObject request)
     {
+        if (StreamOptionsViolation(request) is JsonObject streamViolation)
+            return streamViolation;
         // An empty `tools` array counts as none: public reports show the API accepting `tools: []` and then rejecting
         // the parallel_tool_calls sent beside it.
         if (request["tools"] is not JsonArray { Count: > 0 } tools)
@@ -1974,6 +1976,12 @@ static class RequestRules
         }
         return FirstNameViolation(tools) ?? ToolChoiceViolation(request["tool_choice"], tools) ?? FirstStrictViolation(tools);
     }
+
+    /// <summary>`stream_options` only beside "stream": true.</summary>
+    static JsonObject? StreamOptionsViolation(JsonObject request) =>
+        request["stream_options"] is not null && request["stream"]?.GetValueKind() != JsonValueKind.True
+            ? ApiError.Create("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param: "stream_options")
+            : null;
 
     /// <summary>Each function name matches ^[a-zA-Z0-9_-]{1,64}$ and no two are the same.</summary>
     static JsonObject? FirstNameViolation(JsonArray tools)

@@ -353,7 +353,7 @@ public class StreamingFlowTests
         using var http = new HttpClient();
         var chat = new ChatClient(http, server.BaseUrl, null, StepLog.Silent) { StreamTextTo = stdout };
 
-        string answer = await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", DemoTools.Create(), 8, StepLog.Silent, CancellationToken.None)
+        string answer = await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None)
             .WaitAsync(TimeSpan.FromSeconds(10));
 
         Assert.Equal("Hello", await stdout.FirstText);
@@ -596,6 +596,22 @@ public class StreamReplayServerTests
     }
 
     [Fact]
+    public async Task StreamOptionsWithoutStream_IsRejectedWith400InTheApisWords()
+    {
+        JsonObject request = StreamWire.Request(Wire.User("Hello?"));
+        request.Remove("stream");
+        // The cassette holds exactly this request, so only the rule can reject it.
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Wire.Exchange(request, Wire.Completion(Wire.Text("unreachable")))));
+
+        (HttpStatusCode status, JsonNode? body) = await Http.PostAsync(server.BaseUrl + "/chat/completions", request);
+
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("The 'stream_options' parameter is only allowed when 'stream' is enabled.", (string)body!["error"]!["message"]!);
+        Assert.Equal("stream_options", (string)body["error"]!["param"]!);
+        Assert.Equal("invalid_request_error", (string)body["error"]!["type"]!);
+    }
+
+    [Fact]
     public async Task StreamedReplies_KeepTheConnectionAlive()
     {
         await using ReplayServer server = ReplayServer.Start(Cassette.Load(Repo.Cassette("two-cities-stream.json")));
@@ -604,7 +620,7 @@ public class StreamReplayServerTests
         for (int run = 0; run < 2; run++)
         {
             var chat = new ChatClient(http, server.BaseUrl, null, StepLog.Silent) { StreamTextTo = TextWriter.Null };
-            await ToolCalling.RunAsync(chat, Wire.Model, "What's the weather in London and Paris right now?", DemoTools.Create(), 8, StepLog.Silent, CancellationToken.None);
+            await ToolCalling.RunAsync(chat, Wire.Model, "What's the weather in London and Paris right now?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
         }
 
         Assert.Equal(1, server.ConnectionsAccepted); // four streamed replies, each body ended by its last chunk
@@ -618,7 +634,7 @@ public class StreamReplayServerTests
         var chat = new ChatClient(http, server.BaseUrl, null, StepLog.Silent) { StreamTextTo = TextWriter.Null };
         var clock = System.Diagnostics.Stopwatch.StartNew();
 
-        await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", DemoTools.Create(), 8, StepLog.Silent, CancellationToken.None);
+        await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
 
         Assert.True(clock.ElapsedMilliseconds >= 150, $"three events at 60 ms each took {clock.ElapsedMilliseconds} ms"); // a lower bound only
     }
