@@ -767,7 +767,8 @@ sealed class StreamedReply
         {
             await foreach (string data in ServerSentEvents.ReadDataAsync(stream, cancellationToken))
             {
-                waiting?.Dispose(); // the reply has begun: the "waiting" line goes before any text shows
+                if (events.Count == 0)
+                    waiting?.Dispose(); // the reply has begun: clear the "waiting" line, once, before any text shows
                 JsonNode? json = data == "[DONE]" ? null : Json.TryParse(data);
                 events.Add(json is JsonObject ? json : JsonValue.Create(data)); // as sent: a chunk as JSON, [DONE] as text
                 if (data == "[DONE]")

@@ -362,6 +362,30 @@ public class StreamingFlowTests
         Assert.Equal("Hello there." + Environment.NewLine, stdout.ToString());
     }
 
+    [Fact]
+    public async Task OnATerminal_TheWaitingLineIsClearedOnce_AndNeverErasesTheStreamedText()
+    {
+        JsonObject request = StreamWire.Request(Wire.User("Hello?"));
+        Cassette cassette = Wire.Cassette(StreamWire.Exchange(request,
+            StreamWire.Text("Hello"), StreamWire.Text(" there"), StreamWire.Text("."), StreamWire.Finish("stop"), "[DONE]"));
+        await using ReplayServer server = ReplayServer.Start(cassette);
+        var terminal = new Terminal(); // stdout and stderr on one screen
+        // The stream starts only once the "waiting for the model" line is on the screen.
+        server.BeforeStreamEvent = position => position == 0 ? terminal.WaitingShown : Task.CompletedTask;
+        using var http = new HttpClient();
+        var chat = new ChatClient(http, server.BaseUrl, null, new StepLog(terminal, interactive: true)) { StreamTextTo = terminal };
+
+        await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None)
+            .WaitAsync(TimeSpan.FromSeconds(30));
+
+        string screen = terminal.ToString();
+        int text = screen.IndexOf("Hello", StringComparison.Ordinal);
+        Assert.True(text > 0, screen);
+        Assert.Contains("\r" + new string(' ', 40) + "\r", screen[..text]);                           // cleared before the text
+        Assert.DoesNotContain('\r', screen[text..screen.IndexOf('\n', text)]);                           // and never inside it
+        Assert.Equal("Hello there.", screen[text..screen.IndexOf('\n', text)]);
+    }
+
     [Theory]
     [InlineData("no index (Gemini)")]
     [InlineData("no id (Ollama)")]
@@ -534,6 +558,40 @@ public class StreamingFlowTests
     /// <summary>The messages of the second request in a recorded run: the history that steps 3 and 4 built.</summary>
     static JsonArray SecondRequestMessages(string recording) =>
         Cassette.Load(recording).Interactions[1].RequestBody!["messages"]!.AsArray();
+
+    /// <summary>One screen for stdout and stderr, written from the flow and from the waiting line's timer.</summary>
+    sealed class Terminal : StringWriter
+    {
+        readonly TaskCompletionSource shown = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task WaitingShown => shown.Task;
+
+        public override void Write(string? value)
+        {
+            lock (this)
+                base.Write(value);
+            if (value?.Contains("waiting for the model", StringComparison.Ordinal) == true)
+                shown.TrySetResult();
+        }
+
+        public override void Write(char value)
+        {
+            lock (this)
+                base.Write(value);
+        }
+
+        public override void Write(char[] buffer, int index, int count)
+        {
+            lock (this)
+                base.Write(buffer, index, count);
+        }
+
+        public override string ToString()
+        {
+            lock (this)
+                return base.ToString();
+        }
+    }
 
     /// <summary>stdout for the gate test: completes FirstText with what had been printed when text first came, and
     /// notes how many events the server had sent by then.</summary>
