@@ -769,12 +769,12 @@ sealed class StreamedReply
             {
                 if (events.Count == 0)
                     waiting?.Dispose(); // the reply has begun: clear the "waiting" line, once, before any text shows
-                JsonNode? json = data == "[DONE]" ? null : Json.TryParse(data);
-                events.Add(json is JsonObject ? json : JsonValue.Create(data)); // as sent: a chunk as JSON, [DONE] as text
+                JsonObject? chunk = data == "[DONE]" ? null : UsableChunk(data);
+                events.Add(chunk ?? (JsonNode)JsonValue.Create(data)); // as sent: a chunk as JSON, anything else ([DONE]) as text
                 if (data == "[DONE]")
                     return reply.ToCompletion();
-                if (json is not JsonObject chunk)
-                    throw new FlowException($"event {events.Count} of the stream is not a JSON object: {(data.Length > 120 ? data[..120] + "…" : data)}");
+                if (chunk is null)
+                    throw new FlowException($"event {events.Count} of the stream is not a valid JSON object: {(data.Length > 120 ? data[..120] + "…" : data)}");
                 if (chunk["error"] is JsonNode error)
                     throw new FlowException("the stream carried an error instead of the next chunk: " +
                         (Json.String(Json.At(error, "message") ?? error) ?? Json.Compact(error)));
@@ -790,6 +790,23 @@ sealed class StreamedReply
             reply.EndText();
         }
         throw Incomplete(events.Count, "ended");
+    }
+
+    /// <summary>The event's data as a JSON object, else null. An object holding an unpaired surrogate escape ("\ud800")
+    /// counts as none: it parses, but could not be written back into a trace, a recording or the history.</summary>
+    static JsonObject? UsableChunk(string data)
+    {
+        if (Json.TryParse(data) is not JsonObject chunk)
+            return null;
+        try
+        {
+            Json.Utf8(chunk);
+            return chunk;
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
     }
 
     static FlowException Incomplete(int events, string how, string cause = "") => new(

@@ -270,13 +270,18 @@ public class StreamAssemblyTests
         Assert.StartsWith("the stream ended after 2 events, before data: [DONE].", e.Message);
     }
 
-    [Fact]
-    public async Task EventThatIsNotJson_Throws_NamingIt()
+    [Theory]
+    [InlineData("<html>")]                                                                       // not JSON
+    [InlineData("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\ud800b\"}}]}")]  // an unpaired surrogate escape
+    public async Task EventThatIsNotAValidJsonObject_Throws_NamingIt_AndIsKeptAsItsText(string data)
     {
-        FlowException e = await Assert.ThrowsAsync<FlowException>(() =>
-            StreamedReply.ReadAsync(new MemoryStream("data: <html>\n\n"u8.ToArray()), TextWriter.Null, [], null, CancellationToken.None));
+        var events = new JsonArray();
 
-        Assert.Equal("event 1 of the stream is not a JSON object: <html>", e.Message);
+        FlowException e = await Assert.ThrowsAsync<FlowException>(() =>
+            StreamedReply.ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes($"data: {data}\n\n")), TextWriter.Null, events, null, CancellationToken.None));
+
+        Assert.Equal($"event 1 of the stream is not a valid JSON object: {data}", e.Message);
+        Assert.Equal(data, (string)Assert.Single(events)!); // the trace and the recording can still write it
     }
 }
 
