@@ -781,7 +781,7 @@ sealed class StreamedReply
                 reply.Add(chunk);
             }
         }
-        catch (IOException e)
+        catch (IOException e) when (events.Count > 0) // before the first event it is a connection error, and retried
         {
             throw Incomplete(events.Count, "was cut off", $" ({e.Message})");
         }

@@ -716,6 +716,22 @@ public class StreamReplayServerTests
         Assert.Equal(["status", "event_delay_ms", "events"], response.AsObject().Select(p => p.Key));
     }
 
+    [Theory]
+    [InlineData("\"events\":[\"[DONE]\"],\"body\":{}", "has \"events\" and a \"body\" or \"text\": a response is one or the other")]
+    [InlineData("\"events\":[\"[DONE]\"],\"fault\":{\"drip_bytes\":5}", "fault: drip_bytes and truncate_after_bytes apply to a body")]
+    [InlineData("\"events\":[\"[DONE]\"],\"event_delay_ms\":-1", "\"event_delay_ms\" must be a whole number from 0")]
+    [InlineData("\"body\":{},\"event_delay_ms\":5", "has \"event_delay_ms\" but no \"events\"")]
+    public async Task StreamedResponseFieldsThatDoNotFit_AreRefusedNamingTheProblem(string response, string expected)
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("bad.json"), $$$"""{"interactions":[{"request":{"body":{}},"response":{"status":200,{{{response}}}}}]}""");
+
+        CliResult run = await App.RunAsync("--replay", dir.File("bad.json"));
+
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains($"interaction 1's response {expected}", run.Stderr);
+    }
+
     [Fact]
     public async Task CassetteEventThatIsNeitherAnObjectNorAString_IsRefusedNamingTheInteraction()
     {
@@ -727,7 +743,96 @@ public class StreamReplayServerTests
         CliResult run = await App.RunAsync("--replay", dir.File("bad.json"));
 
         Assert.Equal(2, run.ExitCode);
-        Assert.Contains("interaction 1's response events must each be a JSON object or a string such as \"[DONE]\"", run.Stderr);
+        Assert.Contains("interaction 1's response \"events\" must be an array, each event a JSON object or a string such as \"[DONE]\"", run.Stderr);
+    }
+}
+
+/// <summary>Retries and streams: retried while nothing has arrived, never once text is on the screen.</summary>
+public class StreamRetryTests
+{
+    static readonly JsonObject Hello = StreamWire.Request(Wire.User("Hello?"));
+
+    static readonly Interaction Answer = StreamWire.Exchange(Hello, StreamWire.Text("Hi"), StreamWire.Text("."), StreamWire.Finish("stop"), "[DONE]");
+
+    [Fact]
+    public async Task StreamCutBeforeItsFirstEvent_IsRetried_LikeAConnectionError()
+    {
+        var stderr = new StringWriter();
+        var stdout = new StringWriter();
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Answer with { Fault = new Fault(CloseAfterBytes: 0) }, Answer));
+        using var http = new HttpClient();
+        ChatClient chat = Client(http, server.BaseUrl, stdout, stderr);
+
+        JsonObject completion = await chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
+
+        Assert.Equal("Hi.", (string)completion["choices"]![0]!["message"]!["content"]!);
+        Assert.StartsWith("retry 1/2 after a connection error (", Assert.Single(RetryLines(stderr)));
+        Assert.Equal("Hi." + Environment.NewLine, stdout.ToString());
+    }
+
+    [Fact]
+    public async Task StreamCutAfterTextWasPrinted_IsAnErrorLine_NotARetryThatWouldPrintItTwice()
+    {
+        var stderr = new StringWriter();
+        var stdout = new StringWriter();
+        int firstEvent = Encoding.UTF8.GetByteCount(StreamWire.Sse([StreamWire.Text("Hi")]));
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Answer with { Fault = new Fault(CloseAfterBytes: firstEvent + 10) }, Answer));
+        using var http = new HttpClient();
+        ChatClient chat = Client(http, server.BaseUrl, stdout, stderr);
+
+        var e = await Assert.ThrowsAsync<FlowException>(() => chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None));
+
+        Assert.StartsWith("the stream was cut off after 1 event, before data: [DONE] (", e.Message);
+        Assert.Empty(RetryLines(stderr));
+        Assert.Equal("Hi" + Environment.NewLine, stdout.ToString());
+        Assert.Equal(1, chat.Requests);
+    }
+
+    [Fact]
+    public async Task TimeoutInTheMiddleOfAStream_IsAnErrorLine_NotARetry()
+    {
+        var clock = new ManualClock();
+        var stderr = new StringWriter();
+        var stdout = new FirstText();
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Answer));
+        server.BeforeStreamEvent = position => position == 0 ? Task.CompletedTask : new TaskCompletionSource().Task; // stalls after "Hi"
+        using var http = new HttpClient();
+        ChatClient chat = Client(http, server.BaseUrl, stdout, stderr, clock);
+
+        Task<JsonObject> post = chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
+        await stdout.Printed.WaitAsync(TimeSpan.FromSeconds(10)); // a bound, not a synchronisation
+        clock.Advance(TimeSpan.FromSeconds(60));
+        var e = await Assert.ThrowsAsync<FlowException>(() => post.WaitAsync(TimeSpan.FromSeconds(10)));
+
+        Assert.Equal(
+            "the stream did not end within 60.0 s (--timeout), after 1 event. The reply is incomplete, so none of it is used; raise --timeout if the model needs longer.",
+            e.Message);
+        Assert.Empty(RetryLines(stderr));
+    }
+
+    static ChatClient Client(HttpClient http, string baseUrl, TextWriter stdout, TextWriter stderr, ManualClock? clock = null) =>
+        new(http, baseUrl, null, new StepLog(stderr))
+        {
+            Retries = new RetryPolicy { MaxRetries = 2, Delay = new NotedWaits().Delay, Time = clock ?? (TimeProvider)TimeProvider.System },
+            StreamTextTo = stdout,
+        };
+
+    static string[] RetryLines(StringWriter stderr) =>
+        [.. stderr.ToString().Split('\n').Where(line => line.StartsWith("retry ", StringComparison.Ordinal))];
+
+    /// <summary>stdout that says when the first text has been printed.</summary>
+    sealed class FirstText : StringWriter
+    {
+        readonly TaskCompletionSource printed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task Printed => printed.Task;
+
+        public override void Write(string? value)
+        {
+            base.Write(value);
+            if (!string.IsNullOrEmpty(value))
+                printed.TrySetResult();
+        }
     }
 }
 
@@ -804,7 +909,7 @@ static class StreamWire
     }
 
     public static Interaction Exchange(JsonObject request, params JsonNode[] events) =>
-        new("POST", "/chat/completions", request.DeepClone(), 200, null, new JsonArray([.. events.Select(e => e.DeepClone())]));
+        new("POST", "/chat/completions", request.DeepClone(), 200, null) { ResponseEvents = new JsonArray([.. events.Select(e => e.DeepClone())]) };
 
     /// <summary>The events as the replay server writes them: `data: …` and a blank line each.</summary>
     public static string Sse(IEnumerable<JsonNode> events) =>
