@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Headers;
 using System.Net.ServerSentEvents;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -836,6 +837,93 @@ public class StreamRetryTests
     }
 }
 
+/// <summary>
+/// Hostile streams: the bundled streamed replies, damaged at random (seeded, so every run is the same) in their bytes
+/// or in one event's JSON, and read in reads of random sizes, through the whole flow. Each case ends in an answer or in
+/// one clear FlowException line, never in another exception or a hang.
+/// </summary>
+public class StreamFuzzTests
+{
+    const int Cases = 1000;
+    const int Seed = 20251126;
+
+    [Fact]
+    public async Task SeededFuzzOfStreamedReplies_EndsInAnAnswerOrOneClearError()
+    {
+        Cassette[] cassettes = [Cassette.Load(Repo.Cassette("weather-stream.json")), Cassette.Load(Repo.Cassette("two-cities-stream.json"))];
+        var random = new Random(Seed);
+        int answered = 0, refused = 0;
+
+        for (int i = 0; i < Cases; i++)
+        {
+            Cassette cassette = cassettes[random.Next(cassettes.Length)];
+            var server = new DamagedStreamServer(cassette, damagedTurn: random.Next(2), random);
+            using var http = new HttpClient(server);
+            var chat = new ChatClient(http, "http://fuzz.invalid/v1", null, StepLog.Silent)
+            {
+                Retries = new RetryPolicy { Delay = new NotedWaits().Delay, Random = random },
+                StreamTextTo = TextWriter.Null,
+            };
+            try
+            {
+                await ToolCalling.RunAsync(chat, Wire.Model, cassette.FirstQuestion()!, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None)
+                    .WaitAsync(TimeSpan.FromSeconds(10)); // a hang fails the test instead of stalling it
+                answered++;
+            }
+            catch (FlowException e)
+            {
+                Assert.False(string.IsNullOrWhiteSpace(e.Message), $"case {i}: an empty error");
+                Assert.False(e.Message.Contains('\n'), $"case {i}: more than one line: {e.Message}");
+                refused++;
+            }
+            catch (Exception e)
+            {
+                Assert.Fail($"case {i} ({server.Damage}) ended in {e.GetType().Name}, not an answer or a FlowException:\n{server.Sent}\n{e}");
+            }
+        }
+
+        Assert.True(answered > Cases / 20 && refused > Cases / 20, $"{answered} answered, {refused} refused");
+    }
+
+    /// <summary>Answers each request with the cassette's events for that turn, damaging those of one turn once.</summary>
+    sealed class DamagedStreamServer(Cassette cassette, int damagedTurn, Random random) : HttpMessageHandler
+    {
+        bool damaged;
+
+        public string Damage { get; private set; } = "none yet";
+        public string Sent { get; private set; } = "";
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            JsonNode sent = JsonNode.Parse(await request.Content!.ReadAsStringAsync(cancellationToken))!;
+            int turn = sent["messages"]!.AsArray().Count == 1 ? 0 : 1;
+            JsonArray events = cassette.Interactions[turn].ResponseEvents!;
+            byte[] body = Encoding.UTF8.GetBytes(StreamWire.Sse(events));
+            if (turn == damagedTurn && !damaged)
+            {
+                damaged = true;
+                if (random.Next(2) == 0)
+                {
+                    (body, Damage) = Mutations.OfBytesNamed(body, random);
+                }
+                else
+                {
+                    // One event's JSON damaged, the others as they were.
+                    int at = random.Next(events.Count - 1);
+                    (byte[] damagedEvent, string what) = Mutations.OfJsonNamed(events[at]!, random);
+                    string sse = StreamWire.Sse(events.Take(at)) + $"data: {Encoding.UTF8.GetString(damagedEvent)}\n\n" + StreamWire.Sse(events.Skip(at + 1));
+                    (body, Damage) = (Encoding.UTF8.GetBytes(sse), $"event {at + 1}: {what}");
+                }
+            }
+            Sent = Encoding.UTF8.GetString(body);
+            int[] reads = [.. Enumerable.Range(0, 4).Select(_ => 1 + random.Next(64))];
+            var content = new StreamContent(new ChoppedStream(body, reads));
+            content.Headers.ContentType = new MediaTypeHeaderValue("text/event-stream");
+            return new HttpResponseMessage(HttpStatusCode.OK) { Content = content };
+        }
+    }
+}
+
 /// <summary>The built program as a separate process, with --stream.</summary>
 public class StreamProcessTests
 {
@@ -912,7 +1000,7 @@ static class StreamWire
         new("POST", "/chat/completions", request.DeepClone(), 200, null) { ResponseEvents = new JsonArray([.. events.Select(e => e.DeepClone())]) };
 
     /// <summary>The events as the replay server writes them: `data: …` and a blank line each.</summary>
-    public static string Sse(IEnumerable<JsonNode> events) =>
+    public static string Sse(IEnumerable<JsonNode?> events) =>
         string.Concat(events.Select(e => $"data: {(e is JsonObject chunk ? Json.Compact(chunk) : (string)e!)}\n\n"));
 
     /// <summary>The completion assembled from these events, with [DONE] added.</summary>
