@@ -45,7 +45,22 @@ return await Cli.MainAsync(args);
 // =====================================================================================================================
 
 /// <summary>A function the model may call: what the model is told (name, description, JSON schema) and your code.</summary>
-sealed record Tool(string Name, string Description, JsonObject Parameters, Func<JsonObject, string> Run);
+sealed record Tool(string Name, string Description, JsonObject Parameters, Func<JsonObject, string> Run)
+{
+    // Get-only (a record's are usually init): a copy made with `with` would keep the Definition written below.
+    public string Name { get; } = Name;
+    public string Description { get; } = Description;
+    public JsonObject Parameters { get; } = Parameters;
+
+    /// <summary>
+    /// This tool's entry in a request's `tools`, written once, when the tool is made (from a copy of Parameters: a
+    /// JSON node has one parent). A JsonElement is read-only and has no parent, so every request can carry this same
+    /// one; a deep copy of the schema for every request would cost more than the rest of the request. So change a
+    /// tool by making a new one.
+    /// </summary>
+    public JsonElement Definition { get; } =
+        JsonElement.Parse(Json.Utf8(ToolCalling.Definition(Name, Description, (JsonObject)Parameters.DeepClone())).Span);
+}
 
 static class DemoTools
 {
@@ -227,34 +242,39 @@ static class ToolCalling
     }
 
     /// <summary>
-    /// The `tools` array of step 1: {"type":"function","function":{name, description, parameters}}. With `strict`,
-    /// each function also gets "strict": true and its schema rewritten to the strict form; a schema that still breaks
-    /// the strict rules stops here, before anything is sent, since the API would only answer it with a 400.
+    /// The `tools` array of step 1: each tool's Definition, {"type":"function","function":{name, description,
+    /// parameters}}, sent as it is. With `strict`, each function also gets "strict": true and its schema rewritten to
+    /// the strict form; a schema that still breaks the strict rules stops here, before anything is sent, since the API
+    /// would only answer it with a 400.
     /// </summary>
     public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools, bool strict = false)
     {
         var definitions = new JsonArray();
         foreach (Tool tool in tools)
         {
-            var function = new JsonObject
-            {
-                ["name"] = tool.Name,
-                ["description"] = tool.Description,
-                // A JSON node has one parent: each request gets its own copy of the schema.
-                ["parameters"] = strict ? StrictSchema.Rewrite(tool.Parameters) : tool.Parameters.DeepClone(),
-            };
-            if (strict)
-            {
-                if (StrictSchema.FirstViolation((JsonObject)function["parameters"]!) is string violation)
-                    throw new UsageException(
-                        $"the schema of tool '{tool.Name}' breaks the strict-mode rules, so the API would reject it: {violation} " +
-                        "Fix the schema, or run without --strict.");
-                function["strict"] = true;
-            }
-            JsonNode definition = new JsonObject { ["type"] = "function", ["function"] = function };
+            JsonNode? definition = strict ? StrictDefinition(tool) : JsonObject.Create(tool.Definition); // read into nodes only if read
             definitions.Add(definition);
         }
         return definitions;
+    }
+
+    /// <summary>One function in `tools`: {"type":"function","function":{name, description, parameters}}.</summary>
+    public static JsonObject Definition(string name, string description, JsonObject parameters) => new()
+    {
+        ["type"] = "function",
+        ["function"] = new JsonObject { ["name"] = name, ["description"] = description, ["parameters"] = parameters },
+    };
+
+    static JsonObject StrictDefinition(Tool tool)
+    {
+        JsonObject definition = Definition(tool.Name, tool.Description, StrictSchema.Rewrite(tool.Parameters));
+        JsonObject function = (JsonObject)definition["function"]!;
+        if (StrictSchema.FirstViolation((JsonObject)function["parameters"]!) is string violation)
+            throw new UsageException(
+                $"the schema of tool '{tool.Name}' breaks the strict-mode rules, so the API would reject it: {violation} " +
+                "Fix the schema, or run without --strict.");
+        function["strict"] = true;
+        return definition;
     }
 
     /// <summary>For the step log: the fields beyond messages and tools that step 1 puts on the wire.</summary>
@@ -381,6 +401,10 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     /// <summary>When to send a failed request again, and how long one attempt may take (--retries, --timeout).</summary>
     public RetryPolicy Retries { get; init; } = new();
 
+    // Every request body is written into this one buffer (see Json.Utf8): a ChatClient sends one request at a time,
+    // as a conversation does, so the bytes of one request (and of its retries) are done with before the next is written.
+    readonly ArrayBufferWriter<byte> requestBuffer = new();
+
     /// <summary>Token usage of the last response, as text for the step log ("" when the server reports none).</summary>
     public string LastUsage { get; private set; } = "";
 
@@ -405,7 +429,7 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
         }
         // Serialize once, straight to UTF-8: the same bytes go on the wire (on every retry), into the trace and into
         // a recording.
-        ReadOnlyMemory<byte> bytes = Json.Utf8(body);
+        ReadOnlyMemory<byte> bytes = Json.Utf8(body, requestBuffer);
         log.Trace($"POST {Url}" + (apiKey is null ? "" : "\nAuthorization: Bearer [redacted]"), body);
 
         using IDisposable? waiting = log.ShowWaiting();
@@ -1168,10 +1192,23 @@ static class Json
     static readonly JsonWriterOptions CompactOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
     static readonly JsonWriterOptions IndentedOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, Indented = true };
 
-    public static ReadOnlyMemory<byte> Utf8(JsonNode node, bool indented = false)
+    public static ReadOnlyMemory<byte> Utf8(JsonNode node, bool indented = false) =>
+        Write(node, new ArrayBufferWriter<byte>(1024), indented ? IndentedOptions : CompactOptions);
+
+    /// <summary>
+    /// Compact UTF-8 JSON written into `buffer`, which is reused: what it held is overwritten, so the result is valid
+    /// until the next call with the same buffer. Once the buffer has grown to the size of the requests, writing
+    /// one allocates nothing (a new buffer would be allocated, and grown by copying, for every request).
+    /// </summary>
+    public static ReadOnlyMemory<byte> Utf8(JsonNode node, ArrayBufferWriter<byte> buffer)
     {
-        var buffer = new ArrayBufferWriter<byte>(1024);
-        using (var writer = new Utf8JsonWriter(buffer, indented ? IndentedOptions : CompactOptions))
+        buffer.ResetWrittenCount();
+        return Write(node, buffer, CompactOptions);
+    }
+
+    static ReadOnlyMemory<byte> Write(JsonNode node, ArrayBufferWriter<byte> buffer, JsonWriterOptions options)
+    {
+        using (var writer = new Utf8JsonWriter(buffer, options))
             node.WriteTo(writer);
         return buffer.WrittenMemory;
     }
@@ -2142,8 +2179,9 @@ static class HistoryRules
 
 /// <summary>
 /// How the replay server decides that a request is the recorded one: as the API reads JSON. Key order and
-/// whitespace do not matter, null equals absent, numbers compare by value, `arguments` strings compare as the JSON
-/// they contain, and the top-level `model` is ignored (choose any model when you replay).
+/// whitespace do not matter, null equals absent, a documented default equals absent, numbers compare by value,
+/// `arguments` strings compare as the JSON they contain, and the top-level `model` is ignored (choose any model when
+/// you replay).
 /// </summary>
 static class JsonMatch
 {
@@ -2160,9 +2198,11 @@ static class JsonMatch
             {
                 if (path == "$" && IgnoredTopLevelFields.Contains(key))
                     continue;
+                JsonNode? expectedValue = IsDefault(expectedObject, key, path) ? null : expectedObject[key];
+                JsonNode? actualValue = IsDefault(actualObject, key, path) ? null : actualObject[key];
                 string? difference = key == "arguments"
-                    ? ArgumentsDifference(expectedObject[key], actualObject[key], $"{path}.{key}")
-                    : FirstDifference(expectedObject[key], actualObject[key], $"{path}.{key}");
+                    ? ArgumentsDifference(expectedValue, actualValue, $"{path}.{key}")
+                    : FirstDifference(expectedValue, actualValue, $"{path}.{key}");
                 if (difference is not null)
                     return difference;
             }
@@ -2189,6 +2229,18 @@ static class JsonMatch
     }
 
     static bool IsNull(JsonNode? node) => node is null || node.GetValueKind() == JsonValueKind.Null;
+
+    /// <summary>
+    /// A value the API reads exactly as if the field were left out, so clients that spell it out still match:
+    /// `tool_choice: "auto"` when tools are sent (the spec: "auto is the default if tools are present"), and an
+    /// assistant message's empty `annotations` (echoed from a response; no annotations either way).
+    /// </summary>
+    static bool IsDefault(JsonObject owner, string key, string path) => (key, owner[key]) switch
+    {
+        ("tool_choice", JsonValue choice) => path == "$" && Json.String(choice) == "auto" && owner["tools"] is JsonArray { Count: > 0 },
+        ("annotations", JsonArray { Count: 0 }) => Json.String(owner["role"]) == "assistant",
+        _ => false,
+    };
 
     static bool ValuesEqual(JsonNode? expected, JsonNode? actual)
     {

@@ -193,6 +193,45 @@ public class ReplayServerTests
     }
 
     [Fact]
+    public void Matching_ReadsToolChoiceAutoWithTools_AsTheDefaultItIs_ButSeesAnyOtherChoice()
+    {
+        JsonObject recorded = Wire.Request(Wire.User("Weather?"));
+        JsonObject auto = Wire.Request(Wire.User("Weather?"));
+        auto["tool_choice"] = "auto";
+        JsonObject required = Wire.Request(Wire.User("Weather?"));
+        required["tool_choice"] = "required";
+
+        Assert.Null(JsonMatch.FirstDifference(recorded, auto));
+        Assert.Null(JsonMatch.FirstDifference(auto, recorded));
+        Assert.Equal("$.tool_choice: expected nothing, got \"required\"", JsonMatch.FirstDifference(recorded, required));
+    }
+
+    [Fact]
+    public void Matching_SeesToolChoiceAuto_WhenNoToolsAreSent() // then the API's default is "none", not "auto"
+    {
+        var recorded = new JsonObject { ["model"] = Wire.Model, ["messages"] = new JsonArray(Wire.User("Hi")) };
+        JsonObject auto = recorded.DeepClone().AsObject();
+        auto["tool_choice"] = "auto";
+
+        Assert.Equal("$.tool_choice: expected nothing, got \"auto\"", JsonMatch.FirstDifference(recorded, auto));
+    }
+
+    [Fact]
+    public void Matching_ReadsAnAssistantsEmptyAnnotationsAsAbsent_ButSeesRealOnes()
+    {
+        JsonObject asked = Wire.AskForTools(Wire.WeatherCall("call_1", "London"));
+        JsonObject echoed = asked.DeepClone().AsObject();
+        echoed["annotations"] = new JsonArray(); // as the API returns it, and this project sends it back
+        JsonObject cited = asked.DeepClone().AsObject();
+        cited["annotations"] = new JsonArray(new JsonObject { ["type"] = "url_citation" });
+        JsonObject Request(JsonObject assistant) => Wire.Request(Wire.User("Weather?"), assistant, Wire.ToolMessage("call_1", "x"));
+
+        Assert.Null(JsonMatch.FirstDifference(Request(echoed), Request(asked)));
+        Assert.Null(JsonMatch.FirstDifference(Request(asked), Request(echoed)));
+        Assert.StartsWith("$.messages[1].annotations: expected nothing", JsonMatch.FirstDifference(Request(asked), Request(cited)));
+    }
+
+    [Fact]
     public async Task AfterTheLastInteraction_TheCassetteStartsOver()
     {
         await using ReplayServer server = ReplayServer.Start(Cassette.Load(Repo.Cassette("weather.json")));

@@ -1,0 +1,339 @@
+// ToolCall.Bench: the complete four-step flow, measured side by side for this project's client, the official OpenAI
+// SDK, Microsoft.Extensions.AI and a raw-HttpClient floor, all against one replay server in a child process, so that
+// what this process spends is client work only. Then the cold start of the demo: Native AOT, JIT, and the SDK's.
+// Run it with ./run.sh bench [--quick]; README.md, "Performance", says what the numbers mean.
+
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Runtime.InteropServices;
+using System.Threading;
+using System.Threading.Tasks;
+
+return await Bench.MainAsync(args);
+
+static class Bench
+{
+    const string Usage = """
+        Usage: ./run.sh bench [--quick] [--rounds N] [--flows N] [--warmup N] [--cold-runs N] [--no-cold-start] [--trace]
+
+          --quick          a short run (under a minute on 2 cores); the default run is longer and steadier
+          --rounds N       measured rounds; each round runs every client once, in an order that rotates
+          --flows N        complete flows per client per round
+          --warmup N       flows per client before measuring (the JIT tiers up during these)
+          --cold-runs N    process starts per program for the cold-start comparison
+          --no-cold-start  skip the cold-start comparison
+          --trace          run one flow per client, printing every request it sends, and stop
+        """;
+
+    public static async Task<int> MainAsync(string[] args)
+    {
+        Settings settings;
+        try
+        {
+            settings = Settings.Parse(args);
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}\n{Usage}");
+            return 2;
+        }
+        if (settings.Help)
+        {
+            Console.Write(Usage);
+            return 0;
+        }
+        try
+        {
+            return await RunAsync(settings);
+        }
+        catch (BenchException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+
+    static async Task<int> RunAsync(Settings settings)
+    {
+        var repo = new Repo(FindRoot());
+        repo.RequireBuilt();
+        Cassette cassette = Cassette.Load(repo.TwoCities);
+        string question = cassette.FirstQuestion()!;
+        string expected = Json.String(cassette.Interactions[^1].ResponseBody?["choices"]?[0]?["message"]?["content"])!;
+        List<byte[]> cassetteRequests = [.. cassette.Interactions.Select(i => Json.Utf8(i.RequestBody!).ToArray())];
+
+        // Idle spinning off in the server too: on 2 cores it would take CPU from whichever client is running.
+        var serverEnvironment = new Dictionary<string, string> { ["DOTNET_ThreadPool_UnfairSemaphoreSpinLimit"] = "0" };
+        await using ServerProcess server = await ServerProcess.StartAsync(repo.ToolCallDll, repo.TwoCities, serverEnvironment);
+        await using ServerProcess meaiServer = await ServerProcess.StartAsync(repo.ToolCallDll, repo.TwoCitiesMeai, serverEnvironment);
+        FlowSetup Setup(ServerProcess s) => new(s.BaseUrl, question, expected, DemoTools.Create(), settings.Trace);
+        (BenchClient Client, ServerProcess Server)[] clients =
+        [
+            (ReferenceClient.Create(Setup(server)), server),
+            (OpenAISdkClient.Create(Setup(server)), server),
+            (MeaiClient.Create(Setup(meaiServer)), meaiServer),
+            (FloorClient.Create(Setup(server), cassetteRequests), server),
+        ];
+
+        // Every client must give the expected answer through a history the replay server accepts, or no figures.
+        foreach ((BenchClient client, ServerProcess s) in clients)
+        {
+            if (settings.Trace)
+                Console.Error.WriteLine($"===== {client.Name}");
+            await CheckAsync(client, s, expected);
+        }
+        if (settings.Trace)
+            return 0;
+
+        PrintHeader(settings, repo);
+        var results = clients.Select(c => new Result(c.Client)).ToArray();
+        Console.Error.Write("warming up...");
+        for (int i = 0; i < settings.Warmup; i++)
+        {
+            foreach ((BenchClient client, ServerProcess s) in clients)
+                await RunCheckedAsync(client, s, expected);
+            if (i == settings.Warmup / 2)
+                await Task.Delay(500); // let the JIT's background tier-1 compiles finish before the second half
+        }
+        long[] times = new long[settings.Flows];
+        for (int round = 0; round < settings.Rounds; round++)
+        {
+            Console.Error.Write($"\rround {round + 1} of {settings.Rounds}...   ");
+            for (int k = 0; k < clients.Length; k++)
+            {
+                int index = (round + k) % clients.Length; // rotate who goes first: no client always follows the same one
+                await MeasureBatchAsync(clients[index].Client, clients[index].Server, expected, results[index], times);
+            }
+        }
+        Console.Error.WriteLine("\r                         ");
+
+        PrintTable(results);
+        ColdStart.Result[]? coldStart = settings.ColdStart ? await ColdStart.RunAsync(repo, settings.ColdRuns) : null;
+        if (coldStart is not null)
+            ColdStart.Print(coldStart, settings.ColdRuns);
+        PrintRatios(results);
+        return 0;
+    }
+
+    /// <summary>One flow, outside the timed runs, checking the answer (and, for the floor, the last response).</summary>
+    static async Task CheckAsync(BenchClient client, ServerProcess server, string expected)
+    {
+        await RunCheckedAsync(client, server, expected);
+        if (client.Check?.Invoke() is string answer && answer != expected)
+            throw new BenchException($"{client.Name}: the last response carries \"{answer}\", not \"{expected}\".");
+    }
+
+    static async Task RunCheckedAsync(BenchClient client, ServerProcess server, string expected)
+    {
+        string answer;
+        try
+        {
+            answer = await client.RunFlowAsync(CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            throw new BenchException($"{client.Name} failed: {e.Message}\nThe replay server's last lines:\n{server.LastLines()}");
+        }
+        if (answer != expected)
+            throw new BenchException($"{client.Name} answered \"{answer}\", not \"{expected}\".");
+    }
+
+    /// <summary>
+    /// One batch of flows. CPU is the whole process's user+system time (getrusage through Environment.CpuUsage: the
+    /// same sum as Process.TotalProcessorTime, which on Linux reads /proc in 10 ms ticks); allocations are exact.
+    /// Both include the client's thread-pool and socket work, which is the point.
+    /// </summary>
+    static async Task MeasureBatchAsync(BenchClient client, ServerProcess server, string expected, Result result, long[] times)
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        TimeSpan cpuBefore = Environment.CpuUsage.TotalTime;
+        long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
+        for (int i = 0; i < times.Length; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            string answer;
+            try
+            {
+                answer = await client.RunFlowAsync(CancellationToken.None);
+            }
+            catch (Exception e)
+            {
+                throw new BenchException($"{client.Name} failed: {e.Message}\nThe replay server's last lines:\n{server.LastLines()}");
+            }
+            times[i] = Stopwatch.GetTimestamp() - start;
+            if (answer != expected)
+                throw new BenchException($"{client.Name} answered \"{answer}\", not \"{expected}\".");
+        }
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
+        TimeSpan cpu = Environment.CpuUsage.TotalTime - cpuBefore;
+        result.Add(times, cpu.TotalMicroseconds / times.Length, (double)allocated / times.Length);
+    }
+
+    static void PrintHeader(Settings settings, Repo repo)
+    {
+        Console.WriteLine("ToolCall bench: the complete four-step flow (2 requests, 2 tool calls) replayed from cassettes/two-cities.json");
+        Console.WriteLine("by `ToolCall.dll serve` in a child process; this process runs the clients only.");
+        Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {CpuModel()}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}");
+        Console.WriteLine($"runs: {settings.Warmup} warm-up flows per client, then {settings.Rounds} rounds of {settings.Flows} flows per client, " +
+                          "clients interleaved (the order rotates each round)");
+        object? spin = AppContext.GetData("System.Threading.ThreadPool.UnfairSemaphoreSpinLimit");
+        string? spinEnvironment = Environment.GetEnvironmentVariable("DOTNET_ThreadPool_UnfairSemaphoreSpinLimit");
+        Console.WriteLine($"thread-pool idle spinning: UnfairSemaphoreSpinLimit={spin ?? "default"} for all clients (runtimeconfig)" +
+                          (spinEnvironment is null ? "" : $", DOTNET_ThreadPool_UnfairSemaphoreSpinLimit={spinEnvironment} in the environment") +
+                          ", 0 for the server");
+        Console.WriteLine();
+    }
+
+    static void PrintTable(Result[] results)
+    {
+        Result reference = results[0];
+        Console.WriteLine("per flow                          wall median   wall p99   CPU (±IQR/2)       allocated   ToolCall ÷ this client");
+        Console.WriteLine("                                           µs         µs             µs           bytes     CPU  alloc   wall");
+        foreach (Result r in results)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{r.Client.Name,-32}{r.WallMedianMicroseconds,12:F0}{r.WallP99Microseconds,11:F0}{r.CpuMicroseconds,10:F0} (±{r.CpuSpreadPercent,3:F0}%){r.AllocatedBytes,16:N0}" +
+                $"{reference.CpuMicroseconds / r.CpuMicroseconds,8:F2}{reference.AllocatedBytes / r.AllocatedBytes,7:F2}{reference.WallMedianMicroseconds / r.WallMedianMicroseconds,7:F2}"));
+        }
+        Console.WriteLine();
+        Console.WriteLine("Microsoft.Extensions.AI replays bench/cassettes/two-cities-meai.json: its OpenAI adapter always adds");
+        Console.WriteLine("\"additionalProperties\": false to a tool's schema, a difference the model sees; otherwise the same requests.");
+        Console.WriteLine();
+    }
+
+    static void PrintRatios(Result[] results)
+    {
+        Result reference = results[0], sdk = Find(results, "openai_sdk"), meai = Find(results, "meai"), floor = Find(results, "floor");
+        string Ratio(double value) => value.ToString("F2", CultureInfo.InvariantCulture);
+        Console.WriteLine($"ratio_cpu_vs_openai_sdk={Ratio(reference.CpuMicroseconds / sdk.CpuMicroseconds)}");
+        Console.WriteLine($"ratio_alloc_vs_openai_sdk={Ratio(reference.AllocatedBytes / sdk.AllocatedBytes)}");
+        Console.WriteLine($"ratio_cpu_vs_meai={Ratio(reference.CpuMicroseconds / meai.CpuMicroseconds)}");
+        Console.WriteLine($"ratio_alloc_vs_meai={Ratio(reference.AllocatedBytes / meai.AllocatedBytes)}");
+        Console.WriteLine($"ratio_cpu_vs_floor={Ratio(reference.CpuMicroseconds / floor.CpuMicroseconds)}");
+        Console.WriteLine($"ratio_time_vs_openai_sdk={Ratio(reference.WallMedianMicroseconds / sdk.WallMedianMicroseconds)}");
+    }
+
+    static Result Find(Result[] results, string key) => results.Single(r => r.Client.Key == key);
+
+    static string CpuModel()
+    {
+        try
+        {
+            string? line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
+            return line is null ? RuntimeInformation.ProcessArchitecture.ToString() : line[(line.IndexOf(':') + 1)..].Trim();
+        }
+        catch (IOException)
+        {
+            return RuntimeInformation.ProcessArchitecture.ToString();
+        }
+    }
+
+    static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "ToolCall.csproj")))
+                return dir.FullName;
+        }
+        throw new BenchException("ToolCall.csproj not found above " + AppContext.BaseDirectory);
+    }
+}
+
+/// <summary>The figures of one client: every flow's wall time, and CPU and allocations per flow of each batch.</summary>
+sealed class Result(BenchClient client)
+{
+    readonly List<long> flowTimes = [];
+    readonly List<double> cpuPerFlow = [];
+    readonly List<double> allocatedPerFlow = [];
+
+    public BenchClient Client { get; } = client;
+
+    public void Add(long[] times, double cpuMicroseconds, double allocatedBytes)
+    {
+        flowTimes.AddRange(times);
+        cpuPerFlow.Add(cpuMicroseconds);
+        allocatedPerFlow.Add(allocatedBytes);
+    }
+
+    public double WallMedianMicroseconds => Microseconds(Percentile(flowTimes, 0.50));
+    public double WallP99Microseconds => Microseconds(Percentile(flowTimes, 0.99));
+    public double CpuMicroseconds => Percentile(cpuPerFlow, 0.50);
+    public double CpuSpreadPercent => (Percentile(cpuPerFlow, 0.75) - Percentile(cpuPerFlow, 0.25)) / 2 / CpuMicroseconds * 100;
+    public double AllocatedBytes => Percentile(allocatedPerFlow, 0.50);
+
+    static double Microseconds(double ticks) => ticks * 1_000_000 / Stopwatch.Frequency;
+
+    /// <summary>The value at fraction p of the sorted values (nearest rank).</summary>
+    public static double Percentile<T>(IReadOnlyCollection<T> values, double p) where T : IConvertible
+    {
+        double[] sorted = [.. values.Select(v => v.ToDouble(CultureInfo.InvariantCulture)).Order()];
+        return sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Length) - 1, 0, sorted.Length - 1)];
+    }
+}
+
+/// <summary>What the bench was asked to do.</summary>
+sealed class Settings
+{
+    public bool Help { get; private set; }
+    public bool Trace { get; private set; }
+    public bool ColdStart { get; private set; } = true;
+    public int Rounds { get; private set; } = 20;
+    public int Flows { get; private set; } = 250;
+    public int Warmup { get; private set; } = 1000;
+    public int ColdRuns { get; private set; } = 15;
+
+    public static Settings Parse(string[] args)
+    {
+        var settings = new Settings();
+        if (args.Contains("--quick"))
+            (settings.Rounds, settings.Flows, settings.Warmup, settings.ColdRuns) = (6, 150, 300, 5);
+        for (int i = 0; i < args.Length; i++)
+        {
+            string option = args[i];
+            int Number() => i + 1 < args.Length && int.TryParse(args[++i], NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n > 0
+                ? n
+                : throw new ArgumentException($"{option} needs a whole number above 0.");
+            switch (option)
+            {
+                case "--quick": break;
+                case "-h" or "--help": settings.Help = true; break;
+                case "--trace": settings.Trace = true; break;
+                case "--no-cold-start": settings.ColdStart = false; break;
+                case "--rounds": settings.Rounds = Number(); break;
+                case "--flows": settings.Flows = Number(); break;
+                case "--warmup": settings.Warmup = Number(); break;
+                case "--cold-runs": settings.ColdRuns = Number(); break;
+                default: throw new ArgumentException($"unknown option '{option}'.");
+            }
+        }
+        return settings;
+    }
+}
+
+/// <summary>The paths the bench uses, from the repository root.</summary>
+sealed class Repo(string root)
+{
+    public string Root { get; } = root;
+    public string TwoCities => Path.Combine(Root, "cassettes", "two-cities.json");
+    public string TwoCitiesMeai => Path.Combine(Root, "bench", "cassettes", "two-cities-meai.json");
+    public string ToolCallDll => Path.Combine(Root, "bin", "Release", "net10.0", "ToolCall.dll");
+    public string SdkDemoDll => Path.Combine(Root, "bench", "SdkDemo", "bin", "Release", "net10.0", "ToolCall.SdkDemo.dll");
+    public string AotBinary => Path.Combine(Root, "artifacts", "publish", "ToolCall");
+
+    public string Relative(string path) => Path.GetRelativePath(Root, path);
+
+    public void RequireBuilt()
+    {
+        if (!File.Exists(ToolCallDll))
+            throw new BenchException($"{ToolCallDll} is missing: run the bench with ./run.sh bench, which builds it first.");
+    }
+}
+
+/// <summary>A failure of the bench: one line, exit code 1.</summary>
+sealed class BenchException(string message) : Exception(message);
