@@ -430,7 +430,7 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
         // Serialize once, straight to UTF-8: the same bytes go on the wire (on every retry), into the trace and into
         // a recording.
         ReadOnlyMemory<byte> bytes = Json.Utf8(body, requestBuffer);
-        log.Trace($"POST {Url}" + (apiKey is null ? "" : "\nAuthorization: Bearer [redacted]"), body);
+        log.Trace($"POST {Url}{(apiKey is null ? "" : "\nAuthorization: Bearer [redacted]")}", body);
 
         using IDisposable? waiting = log.ShowWaiting();
         JsonObject completion = await SendAsync(bytes, waiting, cancellationToken);
@@ -1276,7 +1276,17 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
 {
     public static readonly StepLog Silent = new(TextWriter.Null);
 
+    /// <summary>False for Silent, the log of a program that uses the flow as a library: then nothing is written,
+    /// and no text is even built for it (see Text).</summary>
+    public bool Writes { get; } = stderr != TextWriter.Null;
+
     public void Step(int step, string text) => stderr.WriteLine($"Step {step}: {text}");
+
+    public void Step(int step, [InterpolatedStringHandlerArgument("")] Text text)
+    {
+        if (Writes)
+            Step(step, text.ToStringAndClear());
+    }
 
     public void Info(string text) => stderr.WriteLine(text);
 
@@ -1292,6 +1302,35 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
     {
         if (trace)
             stderr.WriteLine($"--- {title}\n{string.Join('\n', lines)}");
+    }
+
+    public void Trace([InterpolatedStringHandlerArgument("")] Text title, JsonNode? json)
+    {
+        if (Writes)
+            Trace(title.ToStringAndClear(), json);
+    }
+
+    /// <summary>
+    /// The $"..." text of a log line, built only when the log writes: for StepLog.Silent, C# evaluates none of its
+    /// {holes}, so a silent flow spends nothing on sentences nobody reads. (An interpolated string handler: the
+    /// compiler turns $"a {b}" into AppendLiteral("a"); AppendFormatted(b), run only if `enabled` is true.)
+    /// </summary>
+    [InterpolatedStringHandler]
+    public ref struct Text
+    {
+        DefaultInterpolatedStringHandler builder;
+
+        public Text(int literalLength, int formattedCount, StepLog log, out bool enabled)
+        {
+            enabled = log.Writes;
+            builder = enabled ? new DefaultInterpolatedStringHandler(literalLength, formattedCount) : default;
+        }
+
+        public void AppendLiteral(string text) => builder.AppendLiteral(text);
+
+        public void AppendFormatted<T>(T value) => builder.AppendFormatted(value);
+
+        public string ToStringAndClear() => builder.ToStringAndClear();
     }
 
     /// <summary>On a terminal only (never in a pipe or CI): how long the model has been thinking.</summary>

@@ -9,6 +9,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.IO;
 using System.Linq;
+using System.Runtime;
 using System.Runtime.InteropServices;
 using System.Threading;
 using System.Threading.Tasks;
@@ -23,7 +24,7 @@ static class Bench
           --quick          a short run (under a minute on 2 cores); the default run is longer and steadier
           --rounds N       measured rounds; each round runs every client once, in an order that rotates
           --flows N        complete flows per client per round
-          --warmup N       flows per client before measuring (the JIT tiers up during these)
+          --warmup N       at least N flows per client before measuring; the warm-up goes on until the JIT settles
           --cold-runs N    process starts per program for the cold-start comparison
           --no-cold-start  skip the cold-start comparison
           --trace          run one flow per client, printing every request it sends, and stop
@@ -88,18 +89,11 @@ static class Bench
         }
         if (settings.Trace)
             return 0;
-
-        PrintHeader(settings, repo);
-        var results = clients.Select(c => new Result(c.Client)).ToArray();
         Console.Error.Write("warming up...");
-        for (int i = 0; i < settings.Warmup; i++)
-        {
-            foreach ((BenchClient client, ServerProcess s) in clients)
-                await RunCheckedAsync(client, s, expected);
-            if (i == settings.Warmup / 2)
-                await Task.Delay(500); // let the JIT's background tier-1 compiles finish before the second half
-        }
+        (int warmupFlows, long warmupMethods) = await WarmUpAsync(clients, settings.Warmup, expected);
+        var results = clients.Select(c => new Result(c.Client)).ToArray();
         long[] times = new long[settings.Flows];
+        long methodsBefore = JitInfo.GetCompiledMethodCount();
         for (int round = 0; round < settings.Rounds; round++)
         {
             Console.Error.Write($"\rround {round + 1} of {settings.Rounds}...   ");
@@ -109,14 +103,42 @@ static class Bench
                 await MeasureBatchAsync(clients[index].Client, clients[index].Server, expected, results[index], times);
             }
         }
-        Console.Error.WriteLine("\r                         ");
+        Console.Error.Write("\r                         \r");
+        long methodsDuring = JitInfo.GetCompiledMethodCount() - methodsBefore;
 
+        PrintHeader(settings, warmupFlows, warmupMethods, methodsDuring);
         PrintTable(results);
         ColdStart.Result[]? coldStart = settings.ColdStart ? await ColdStart.RunAsync(repo, settings.ColdRuns) : null;
         if (coldStart is not null)
             ColdStart.Print(coldStart, settings.ColdRuns);
         PrintRatios(results);
         return 0;
+    }
+
+    /// <summary>
+    /// Warm-up: rounds of flows with every client until the JIT has settled, a round in which it compiled (next to)
+    /// nothing, twice in a row: then every client runs its tier-1 code, optimized with the profile gathered so far,
+    /// as a long-running program does. On a busy machine that takes over a thousand flows; a fixed count would
+    /// measure some clients half-compiled.
+    /// </summary>
+    static async Task<(int Flows, long Methods)> WarmUpAsync((BenchClient Client, ServerProcess Server)[] clients, int minimumFlows, string expected)
+    {
+        const int FlowsPerRound = 100, MaxRounds = 60;
+        long methodsBefore = JitInfo.GetCompiledMethodCount();
+        int flows = 0, quietRounds = 0;
+        for (int round = 0; round < MaxRounds && (quietRounds < 2 || flows < minimumFlows); round++)
+        {
+            long before = JitInfo.GetCompiledMethodCount();
+            foreach ((BenchClient client, ServerProcess server) in clients)
+            {
+                for (int i = 0; i < FlowsPerRound; i++)
+                    await RunCheckedAsync(client, server, expected);
+            }
+            flows += FlowsPerRound;
+            await Task.Delay(200); // tier-1 compiles run in the background, once new code stops appearing
+            quietRounds = JitInfo.GetCompiledMethodCount() - before <= 2 ? quietRounds + 1 : 0;
+        }
+        return (flows, JitInfo.GetCompiledMethodCount() - methodsBefore);
     }
 
     /// <summary>One flow, outside the timed runs, checking the answer (and, for the floor, the last response).</summary>
@@ -175,13 +197,14 @@ static class Bench
         result.Add(times, cpu.TotalMicroseconds / times.Length, (double)allocated / times.Length);
     }
 
-    static void PrintHeader(Settings settings, Repo repo)
+    static void PrintHeader(Settings settings, int warmupFlows, long warmupMethods, long methodsDuring)
     {
         Console.WriteLine("ToolCall bench: the complete four-step flow (2 requests, 2 tool calls) replayed from cassettes/two-cities.json");
         Console.WriteLine("by `ToolCall.dll serve` in a child process; this process runs the clients only.");
         Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {CpuModel()}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}");
-        Console.WriteLine($"runs: {settings.Warmup} warm-up flows per client, then {settings.Rounds} rounds of {settings.Flows} flows per client, " +
-                          "clients interleaved (the order rotates each round)");
+        Console.WriteLine($"warm-up: {warmupFlows} flows per client, until the JIT settled ({warmupMethods:N0} methods compiled; " +
+                          $"{methodsDuring} more while measuring)");
+        Console.WriteLine($"measured: {settings.Rounds} rounds of {settings.Flows} flows per client, clients interleaved (the order rotates each round)");
         object? spin = AppContext.GetData("System.Threading.ThreadPool.UnfairSemaphoreSpinLimit");
         string? spinEnvironment = Environment.GetEnvironmentVariable("DOTNET_ThreadPool_UnfairSemaphoreSpinLimit");
         Console.WriteLine($"thread-pool idle spinning: UnfairSemaphoreSpinLimit={spin ?? "default"} for all clients (runtimeconfig)" +
@@ -285,14 +308,14 @@ sealed class Settings
     public bool ColdStart { get; private set; } = true;
     public int Rounds { get; private set; } = 20;
     public int Flows { get; private set; } = 250;
-    public int Warmup { get; private set; } = 1000;
+    public int Warmup { get; private set; } = 300;
     public int ColdRuns { get; private set; } = 15;
 
     public static Settings Parse(string[] args)
     {
         var settings = new Settings();
         if (args.Contains("--quick"))
-            (settings.Rounds, settings.Flows, settings.Warmup, settings.ColdRuns) = (6, 150, 300, 5);
+            (settings.Rounds, settings.Flows, settings.ColdRuns) = (6, 150, 5);
         for (int i = 0; i < args.Length; i++)
         {
             string option = args[i];
