@@ -406,7 +406,9 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     readonly ArrayBufferWriter<byte> requestBuffer = new();
 
     /// <summary>Token usage of the last response, as text for the step log ("" when the server reports none).</summary>
-    public string LastUsage { get; private set; } = "";
+    public string LastUsage => lastUsage is (long input, long output) ? $"; tokens: {input} in, {output} out" : "";
+
+    (long Input, long Output)? lastUsage; // kept as numbers: the text is only made for a log that writes
 
     public int Requests { get; private set; }
     public long PromptTokens { get; private set; }
@@ -592,12 +594,12 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
         if (Json.At(usage, "prompt_tokens") is not JsonValue prompt || !prompt.TryGetValue(out long input) ||
             Json.At(usage, "completion_tokens") is not JsonValue completion || !completion.TryGetValue(out long output))
         {
-            LastUsage = "";
+            lastUsage = null;
             return;
         }
         PromptTokens += input;
         CompletionTokens += output;
-        LastUsage = $"; tokens: {input} in, {output} out";
+        lastUsage = (input, output);
     }
 }
 

@@ -52,7 +52,7 @@ static class ReferenceClient
         var http = new HttpClient(setup.Handler(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.All }));
         var chat = new ChatClient(http, setup.BaseUrl, FlowSetup.ApiKey, StepLog.Silent);
         return new BenchClient("ToolCall (this project)", "toolcall", cancellationToken =>
-            ToolCalling.RunAsync(chat, FlowSetup.Model, setup.Question, setup.Tools, maxRounds: 8, StepLog.Silent, cancellationToken));
+            ToolCalling.RunAsync(chat, FlowSetup.Model, setup.Question, setup.Tools, ToolOptions.Default, maxRounds: 8, StepLog.Silent, cancellationToken));
     }
 }
 
