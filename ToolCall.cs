@@ -1001,11 +1001,11 @@ static class Schema
     /// <summary>The first way `value` breaks `schema`, as a sentence for the model, or null when it fits.</summary>
     public static string? FirstProblem(JsonNode? value, JsonObject schema, string path)
     {
-        string where = path.Length == 0 ? "the arguments" : $"argument '{path}'";
+        string Where() => path.Length == 0 ? "the arguments" : $"argument '{path}'";
         if (schema["type"] is JsonNode type && !TypeMatches(value, type))
-            return $"{where} must be {Describe(type)}, not {KindName(value)}";
+            return $"{Where()} must be {Describe(type)}, not {KindName(value)}";
         if (schema["enum"] is JsonArray allowed && !allowed.Any(a => JsonNode.DeepEquals(a, value)))
-            return $"{where} must be one of {Json.Compact(allowed)}, not {Json.Compact(value)}";
+            return $"{Where()} must be one of {Json.Compact(allowed)}, not {Json.Compact(value)}";
         if (value is JsonObject obj)
         {
             JsonObject properties = schema["properties"] as JsonObject ?? [];
@@ -1041,12 +1041,15 @@ static class Schema
     {
         if (value is JsonObject obj)
         {
-            HashSet<string?> required = [.. (schema["required"] as JsonArray ?? []).Select(Json.String)];
-            foreach (string name in obj.Where(p => p.Value is null && !required.Contains(p.Key)).Select(p => p.Key).ToList())
-                obj.Remove(name);
+            if (obj.Any(p => p.Value is null)) // most calls have none: then there is nothing to look up
+            {
+                HashSet<string?> required = [.. (schema["required"] as JsonArray ?? []).Select(Json.String)];
+                foreach (string name in obj.Where(p => p.Value is null && !required.Contains(p.Key)).Select(p => p.Key).ToList())
+                    obj.Remove(name);
+            }
             foreach ((string name, JsonNode? property) in obj)
             {
-                if (Json.At(schema, "properties", name) is JsonObject propertySchema)
+                if (property is JsonObject or JsonArray && Json.At(schema, "properties", name) is JsonObject propertySchema)
                     RemoveNullOptionals(property, propertySchema);
             }
         }
