@@ -6,6 +6,9 @@
 #   ./run.sh serve CASSETTE [--port N] [--host ADDRESS]
 #                                       the replay server alone; prints its base URL on stdout
 #   ./run.sh test [dotnet test args]    the whole test suite; its last line is "N passed, N failed"
+#   ./run.sh publish                    a Native AOT build: artifacts/publish/ToolCall, which needs no .NET to run
+#   ./run.sh bench [--quick] [--help]   this client against the OpenAI SDK, Microsoft.Extensions.AI and a raw
+#                                       HttpClient floor, and the demo's cold start (README.md, "Performance")
 #
 # Builds are quiet: their output is shown only when they fail.
 set -euo pipefail
@@ -25,6 +28,35 @@ quiet() {
 
 build_app() {
   quiet dotnet build "$root/ToolCall.csproj" -c Release -nologo -v quiet -clp:NoSummary
+}
+
+# The AOT build keeps its own obj/ and bin/ under artifacts/aot, so that its restore (a runtime identifier, the
+# ILCompiler package) never rewrites the everyday build's. -warnaserror: a trim or AOT warning fails the build.
+# The cassettes go beside the binary, so the folder runs the offline demo wherever it is copied.
+publish_aot() {
+  quiet dotnet publish "$root/ToolCall.csproj" -c Release --use-current-runtime -p:PublishAot=true -warnaserror \
+    -p:BaseIntermediateOutputPath="$root/artifacts/aot/obj/" -p:BaseOutputPath="$root/artifacts/aot/bin/" \
+    -o "$root/artifacts/publish" -nologo -v quiet -clp:NoSummary
+  mkdir -p "$root/artifacts/publish/cassettes"
+  cp "$root"/cassettes/*.json "$root/artifacts/publish/cassettes/"
+}
+
+# Everything is built before anything runs, one build at a time (two builds of ToolCall.csproj at once would write
+# the same files): the bench, which builds ToolCall and the SDK demo with it, then the AOT binary for the cold start.
+run_bench() {
+  local arg need_aot=1
+  for arg in "$@"; do
+    case "$arg" in --no-cold-start | --trace | -h | --help) need_aot=0 ;; esac
+  done
+  if ! quiet dotnet build "$root/bench/ToolCall.Bench.csproj" -c Release -nologo -v quiet -clp:NoSummary; then
+    echo "The bench build failed (its output is above)." >&2
+    return 1
+  fi
+  if [ "$need_aot" -eq 1 ] && ! publish_aot; then
+    echo "The Native AOT build failed (its output is above); ./run.sh bench --no-cold-start runs without it." >&2
+    return 1
+  fi
+  dotnet "$root/bench/bin/Release/net10.0/ToolCall.Bench.dll" "$@"
 }
 
 run_tests() {
@@ -53,6 +85,14 @@ case "${1:-}" in
   test)
     shift
     run_tests "$@"
+    ;;
+  publish)
+    publish_aot
+    echo "artifacts/publish/ToolCall: the demo as a native program (Native AOT); run it, or copy the folder anywhere."
+    ;;
+  bench)
+    shift
+    run_bench "$@"
     ;;
   *)
     build_app

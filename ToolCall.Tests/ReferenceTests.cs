@@ -203,6 +203,28 @@ public class WireFidelityTests
     }
 
     [Fact]
+    public void BenchCassette_ForMicrosoftExtensionsAI_IsTwoCitiesWithAdditionalPropertiesFalse_AndSaysItIsHandWritten()
+    {
+        // bench/ replays this variant for Microsoft.Extensions.AI, whose adapter always adds the field: it must stay
+        // two-cities.json otherwise, or the bench would compare the clients on different conversations.
+        Cassette variant = Cassette.Load(Path.Combine(Repo.Root, "bench", "cassettes", "two-cities-meai.json"));
+        Cassette original = Cassette.Load(Repo.Cassette("two-cities.json"));
+
+        Assert.Contains("not recorded from a live API", variant.Source);
+        Assert.Equal(original.Interactions.Count, variant.Interactions.Count);
+        foreach ((Interaction changed, Interaction recorded) in variant.Interactions.Zip(original.Interactions))
+        {
+            JsonNode request = changed.RequestBody!.DeepClone();
+            foreach (JsonNode? tool in request["tools"]!.AsArray())
+                Assert.Equal(JsonValueKind.False, tool!["function"]!["parameters"]!.AsObject()["additionalProperties"]!.GetValueKind());
+            foreach (JsonNode? tool in request["tools"]!.AsArray())
+                tool!["function"]!["parameters"]!.AsObject().Remove("additionalProperties");
+            Assert.True(JsonNode.DeepEquals(recorded.RequestBody, request), request.ToJsonString());
+            Assert.True(JsonNode.DeepEquals(recorded.ResponseBody, changed.ResponseBody));
+        }
+    }
+
+    [Fact]
     public void ToolDefinitions_AreWhatTheSpecCallsAFunctionTool()
     {
         JsonNode definition = ToolCalling.ToolDefinitions(DemoTools.Create())[0]!;

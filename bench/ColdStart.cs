@@ -33,13 +33,13 @@ static class ColdStart
             new("OpenAI SDK demo, JIT", "dotnet", [repo.SdkDemoDll], "dotnet " + repo.Relative(repo.SdkDemoDll)),
         ];
         var times = programs.ToDictionary(p => p, _ => new List<double>());
-        Console.Error.Write("cold starts...");
+        Progress.Show("cold starts...");
         for (int run = 0; run < runs; run++)
         {
             foreach (Program program in programs) // interleaved, like the flows: no program gets a quieter minute
                 times[program].Add(await TimeOneStartAsync(repo, program));
         }
-        Console.Error.WriteLine("\r              ");
+        Progress.Show("");
         return [.. programs.Select(p => new Result(p, global::Result.Percentile(times[p], 0.5)))];
     }
 

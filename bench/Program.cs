@@ -89,21 +89,21 @@ static class Bench
         }
         if (settings.Trace)
             return 0;
-        Console.Error.Write("warming up...");
+        Progress.Show("warming up...");
         (int warmupFlows, long warmupMethods) = await WarmUpAsync(clients, settings.Warmup, expected);
         var results = clients.Select(c => new Result(c.Client)).ToArray();
         long[] times = new long[settings.Flows];
         long methodsBefore = JitInfo.GetCompiledMethodCount();
         for (int round = 0; round < settings.Rounds; round++)
         {
-            Console.Error.Write($"\rround {round + 1} of {settings.Rounds}...   ");
+            Progress.Show($"round {round + 1} of {settings.Rounds}...");
             for (int k = 0; k < clients.Length; k++)
             {
                 int index = (round + k) % clients.Length; // rotate who goes first: no client always follows the same one
                 await MeasureBatchAsync(clients[index].Client, clients[index].Server, expected, results[index], times);
             }
         }
-        Console.Error.Write("\r                         \r");
+        Progress.Show("");
         long methodsDuring = JitInfo.GetCompiledMethodCount() - methodsBefore;
 
         PrintHeader(settings, warmupFlows, warmupMethods, methodsDuring);
@@ -158,11 +158,17 @@ static class Bench
         }
         catch (Exception e)
         {
-            throw new BenchException($"{client.Name} failed: {e.Message}\nThe replay server's last lines:\n{server.LastLines()}");
+            throw Failed(client, server, e);
         }
         if (answer != expected)
-            throw new BenchException($"{client.Name} answered \"{answer}\", not \"{expected}\".");
+            throw WrongAnswer(client, answer, expected);
     }
+
+    static BenchException Failed(BenchClient client, ServerProcess server, Exception e) =>
+        new($"{client.Name} failed: {e.Message}\nThe replay server's last lines:\n{server.LastLines()}");
+
+    static BenchException WrongAnswer(BenchClient client, string answer, string expected) =>
+        new($"{client.Name} answered \"{answer}\", not \"{expected}\".");
 
     /// <summary>
     /// One batch of flows. CPU is the whole process's user+system time (getrusage through Environment.CpuUsage: the
@@ -178,6 +184,8 @@ static class Bench
         long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
         for (int i = 0; i < times.Length; i++)
         {
+            // The flow is awaited right here, not in a helper: an async helper would allocate for every flow, and
+            // that would count as the client's.
             long start = Stopwatch.GetTimestamp();
             string answer;
             try
@@ -186,11 +194,11 @@ static class Bench
             }
             catch (Exception e)
             {
-                throw new BenchException($"{client.Name} failed: {e.Message}\nThe replay server's last lines:\n{server.LastLines()}");
+                throw Failed(client, server, e);
             }
             times[i] = Stopwatch.GetTimestamp() - start;
             if (answer != expected)
-                throw new BenchException($"{client.Name} answered \"{answer}\", not \"{expected}\".");
+                throw WrongAnswer(client, answer, expected);
         }
         long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
         TimeSpan cpu = Environment.CpuUsage.TotalTime - cpuBefore;
@@ -306,10 +314,10 @@ sealed class Settings
     public bool Help { get; private set; }
     public bool Trace { get; private set; }
     public bool ColdStart { get; private set; } = true;
-    public int Rounds { get; private set; } = 20;
-    public int Flows { get; private set; } = 250;
+    public int Rounds { get; private set; } = 30;
+    public int Flows { get; private set; } = 300;
     public int Warmup { get; private set; } = 300;
-    public int ColdRuns { get; private set; } = 15;
+    public int ColdRuns { get; private set; } = 20;
 
     public static Settings Parse(string[] args)
     {
@@ -355,6 +363,16 @@ sealed class Repo(string root)
     {
         if (!File.Exists(ToolCallDll))
             throw new BenchException($"{ToolCallDll} is missing: run the bench with ./run.sh bench, which builds it first.");
+    }
+}
+
+/// <summary>What the bench is doing, on one line of a terminal; nothing in a pipe or a log.</summary>
+static class Progress
+{
+    public static void Show(string text)
+    {
+        if (!Console.IsErrorRedirected)
+            Console.Error.Write($"\r{text,-40}\r");
     }
 }
 
