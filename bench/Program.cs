@@ -39,7 +39,7 @@ static class Bench
         }
         catch (ArgumentException e)
         {
-            Console.Error.WriteLine($"error: {e.Message}\n{Usage}");
+            Console.Error.WriteLine($"error: {e.Message} ./run.sh bench --help lists the options.");
             return 2;
         }
         if (settings.Help)
