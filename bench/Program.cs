@@ -19,7 +19,8 @@ return await Bench.MainAsync(args);
 static class Bench
 {
     const string Usage = """
-        Usage: ./run.sh bench [--quick] [--rounds N] [--flows N] [--warmup N] [--cold-runs N] [--no-cold-start] [--trace]
+        Usage: ./run.sh bench [--quick] [--rounds N] [--flows N] [--warmup N] [--cold-runs N] [--no-cold-start]
+                              [--trace | --allocations]
 
           --quick          a short run (under a minute on 2 cores); the default run is longer and steadier
           --rounds N       measured rounds; each round runs every client once, in an order that rotates
@@ -28,6 +29,7 @@ static class Bench
           --cold-runs N    process starts per program for the cold-start comparison
           --no-cold-start  skip the cold-start comparison
           --trace          run one flow per client, printing every request it sends, and stop
+          --allocations    which types each client allocates per flow (sampled), instead of the measurement
         """;
 
     public static async Task<int> MainAsync(string[] args)
@@ -89,6 +91,12 @@ static class Bench
         }
         if (settings.Trace)
             return 0;
+        if (settings.Allocations)
+        {
+            foreach ((BenchClient client, _) in clients)
+                await AllocationProfile.RunAsync(client, flows: 4000, top: 25);
+            return 0;
+        }
         Progress.Show("warming up...");
         (int warmupFlows, long warmupMethods) = await WarmUpAsync(clients, settings.Warmup, expected);
         var results = clients.Select(c => new Result(c.Client)).ToArray();
@@ -313,6 +321,7 @@ sealed class Settings
 {
     public bool Help { get; private set; }
     public bool Trace { get; private set; }
+    public bool Allocations { get; private set; }
     public bool ColdStart { get; private set; } = true;
     public int Rounds { get; private set; } = 30;
     public int Flows { get; private set; } = 300;
@@ -335,6 +344,7 @@ sealed class Settings
                 case "--quick": break;
                 case "-h" or "--help": settings.Help = true; break;
                 case "--trace": settings.Trace = true; break;
+                case "--allocations": settings.Allocations = true; break;
                 case "--no-cold-start": settings.ColdStart = false; break;
                 case "--rounds": settings.Rounds = Number(); break;
                 case "--flows": settings.Flows = Number(); break;
