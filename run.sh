@@ -38,7 +38,7 @@ publish_aot() {
     -p:BaseIntermediateOutputPath="$root/artifacts/aot/obj/" -p:BaseOutputPath="$root/artifacts/aot/bin/" \
     -o "$root/artifacts/publish" -nologo -v quiet -clp:NoSummary
   mkdir -p "$root/artifacts/publish/cassettes"
-  cp "$root"/cassettes/*.json "$root/artifacts/publish/cassettes/"
+  cp -R "$root/cassettes/." "$root/artifacts/publish/cassettes/"
 }
 
 # Everything is built before anything runs, one build at a time (two builds of ToolCall.csproj at once would write
