@@ -401,9 +401,11 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     /// <summary>When to send a failed request again, and how long one attempt may take (--retries, --timeout).</summary>
     public RetryPolicy Retries { get; init; } = new();
 
-    // Every request body is written into this one buffer (see Json.Utf8): a ChatClient sends one request at a time,
-    // as a conversation does, so the bytes of one request (and of its retries) are done with before the next is written.
+    // Every request body is written into one buffer and every response body read into another (see Json.Utf8 and
+    // ReadBodyAsync), instead of new arrays for each: a ChatClient sends one request at a time, as a conversation
+    // does, so the bytes of one exchange (and of its retries) are done with before the next one's are written.
     readonly ArrayBufferWriter<byte> requestBuffer = new();
+    readonly ArrayBufferWriter<byte> responseBuffer = new();
 
     /// <summary>Token usage of the last response, as text for the step log ("" when the server reports none).</summary>
     public string LastUsage => lastUsage is (long input, long output) ? $"; tokens: {input} in, {output} out" : "";
@@ -457,17 +459,17 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
                 LastReplyStreamed = response.IsSuccessStatusCode && response.Content.Headers.ContentType?.MediaType == "text/event-stream";
                 if (LastReplyStreamed)
                     return await ReadEventStreamAsync(response, requestBody, waiting, attempt.Token, cancellationToken);
-                byte[] content = await response.Content.ReadAsByteArrayAsync(attempt.Token);
+                ReadOnlyMemory<byte> content = await ReadBodyAsync(response, attempt.Token);
                 Requests++;
                 int status = (int)response.StatusCode;
-                recorder?.Add(requestBody, status, content, response.Headers);
+                recorder?.Add(requestBody, status, content.Span, response.Headers);
                 if (response.IsSuccessStatusCode)
                 {
-                    JsonObject completion = ReadCompletion(status, response.Content.Headers.ContentType?.MediaType, content);
+                    JsonObject completion = ReadCompletion(status, response.Content.Headers.ContentType?.MediaType, content.Span);
                     log.Trace($"HTTP {status}", completion);
                     return completion;
                 }
-                failure = ApiFailure(response, content);
+                failure = ApiFailure(response, content.Span);
             }
             catch (Exception e) when ((e is HttpRequestException or IOException) && !cancellationToken.IsCancellationRequested)
             {
@@ -528,6 +530,17 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
         return completion;
     }
 
+    /// <summary>The whole response body, read into responseBuffer: valid until the next response is read.</summary>
+    async Task<ReadOnlyMemory<byte>> ReadBodyAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+    {
+        responseBuffer.ResetWrittenCount();
+        await using Stream body = await response.Content.ReadAsStreamAsync(cancellationToken);
+        int read;
+        while ((read = await body.ReadAsync(responseBuffer.GetMemory(4096), cancellationToken)) > 0)
+            responseBuffer.Advance(read);
+        return responseBuffer.WrittenMemory;
+    }
+
     HttpRequestMessage NewRequest(ReadOnlyMemory<byte> body)
     {
         var request = new HttpRequestMessage(HttpMethod.Post, Url) { Content = new ReadOnlyMemoryContent(body) };
@@ -538,7 +551,7 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     }
 
     /// <summary>An error status: the line to show (with the API's own message) and whether a retry may help.</summary>
-    FailedAttempt ApiFailure(HttpResponseMessage response, byte[] content)
+    FailedAttempt ApiFailure(HttpResponseMessage response, ReadOnlySpan<byte> content)
     {
         int status = (int)response.StatusCode;
         // Read error bodies as text, so that a proxy's HTML page can be shown too.
@@ -556,10 +569,10 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     /// A 2xx body must be a chat.completion object. A broken one is an error, not a retry: the server did answer
     /// (and the model's work is paid for), and the same request tends to get the same broken answer.
     /// </summary>
-    static JsonObject ReadCompletion(int status, string? contentType, byte[] body)
+    static JsonObject ReadCompletion(int status, string? contentType, ReadOnlySpan<byte> body)
     {
         string what = $"HTTP {status}, but the response body";
-        if (body.AsSpan().Trim(" \t\r\n"u8).IsEmpty)
+        if (body.Trim(" \t\r\n"u8).IsEmpty)
             throw new FlowException($"{what} is empty: there is no completion to read.");
         JsonNode? json;
         try
@@ -571,16 +584,19 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
             if (Json.IsCutOff(body))
                 throw new FlowException($"{what} is cut off: its {body.Length} bytes end in the middle of the JSON. Try again.");
             string type = contentType is null or "application/json" ? "" : $" ({contentType})";
-            string start = Encoding.UTF8.GetString(body, 0, Math.Min(body.Length, 40)).ReplaceLineEndings(" ") + (body.Length > 40 ? "…" : "");
+            string start = Encoding.UTF8.GetString(body[..Math.Min(body.Length, 40)]).ReplaceLineEndings(" ") + (body.Length > 40 ? "…" : "");
             throw new FlowException(
                 $"{what}{type} is not JSON ({ToolCalling.FirstSentence(e.Message)}); it starts with \"{start}\". " +
                 "Check that the base URL points at an OpenAI-compatible API.");
         }
         if (json is not JsonObject completion)
             throw new FlowException($"{what} is {Schema.KindName(json)}, not a JSON object.");
+        // "\ud800" alone parses, but could not be written back into the trace or the history. Only a \u escape can
+        // spell one, so only a body with such an escape needs the trial write (most have none: it costs a copy).
         try
         {
-            Json.Utf8(completion); // "\ud800" alone parses, but could not be written back into the trace or the history
+            if (body.IndexOf("\\u"u8) >= 0)
+                Json.Utf8(completion);
         }
         catch (InvalidOperationException)
         {
@@ -1753,7 +1769,7 @@ sealed class Recorder(string baseUrl)
     // Of the response headers, only those that change what a client does next: how long to wait before a retry.
     static readonly string[] KeptHeaders = ["Retry-After", "retry-after-ms"];
 
-    public void Add(ReadOnlyMemory<byte> requestBody, int status, byte[] responseBody, HttpResponseHeaders headers)
+    public void Add(ReadOnlyMemory<byte> requestBody, int status, ReadOnlySpan<byte> responseBody, HttpResponseHeaders headers)
     {
         // Bodies only: request headers (and with them the API key) are never recorded.
         string text = Encoding.UTF8.GetString(responseBody);

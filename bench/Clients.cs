@@ -48,8 +48,11 @@ static class ReferenceClient
 {
     public static BenchClient Create(FlowSetup setup)
     {
-        // The same HttpClient the command line builds (Cli.AskAsync), created once and reused, as it should be.
-        var http = new HttpClient(setup.Handler(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.All }));
+        // The HttpClient the command line builds (Cli.AskAsync), created once and reused, as it should be.
+        var http = new HttpClient(setup.Handler(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.All }))
+        {
+            Timeout = Timeout.InfiniteTimeSpan, // ChatClient times each attempt itself (--timeout)
+        };
         var chat = new ChatClient(http, setup.BaseUrl, FlowSetup.ApiKey, StepLog.Silent);
         return new BenchClient("ToolCall (this project)", "toolcall", cancellationToken =>
             ToolCalling.RunAsync(chat, FlowSetup.Model, setup.Question, setup.Tools, ToolOptions.Default, maxRounds: 8, StepLog.Silent, cancellationToken));
