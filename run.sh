@@ -46,7 +46,7 @@ publish_aot() {
 run_bench() {
   local arg need_aot=1
   for arg in "$@"; do
-    case "$arg" in --no-cold-start | --trace | --allocations | -h | --help) need_aot=0 ;; esac
+    case "$arg" in --no-cold-start | --no-network | --trace | --allocations | -h | --help) need_aot=0 ;; esac
   done
   if ! quiet dotnet build "$root/bench/ToolCall.Bench.csproj" -c Release -nologo -v quiet -clp:NoSummary; then
     echo "The bench build failed (its output is above)." >&2

@@ -26,8 +26,27 @@ sealed record FlowSetup(string BaseUrl, string Question, string ExpectedAnswer, 
     /// <summary>Every client sends a key, as it would against a real API (the replay server ignores it).</summary>
     public const string ApiKey = "sk-bench-not-a-real-key";
 
+    /// <summary>--no-network: the handler every client gets instead of its own (answers from memory).</summary>
+    public Func<HttpMessageHandler>? Transport { get; init; }
+
     /// <summary>The client's own handler; with --trace wrapped in one that prints every request body.</summary>
-    public HttpMessageHandler Handler(HttpMessageHandler handler) => Trace ? new TracingHandler(handler) : handler;
+    public HttpMessageHandler Handler(HttpMessageHandler handler) =>
+        Transport?.Invoke() ?? (Trace ? new TracingHandler(handler) : handler);
+}
+
+/// <summary>--no-network: answers every request with the next recorded response, in turn, without a socket.</summary>
+sealed class CannedResponses(IReadOnlyList<byte[]> responses) : HttpMessageHandler
+{
+    int next;
+
+    protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        byte[] body = responses[next];
+        next = (next + 1) % responses.Count;
+        var response = new HttpResponseMessage(HttpStatusCode.OK) { Content = new ByteArrayContent(body), RequestMessage = request };
+        response.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        return Task.FromResult(response);
+    }
 }
 
 /// <summary>--trace: prints each request body on stderr, to see what a client really sends.</summary>

@@ -22,7 +22,7 @@ static class OpenAISdkClient
     public static SdkChatClient CreateChatClient(FlowSetup setup)
     {
         var options = new OpenAIClientOptions { Endpoint = new Uri(setup.BaseUrl) };
-        if (setup.Trace)
+        if (setup.Trace || setup.Transport is not null)
             options.Transport = new HttpClientPipelineTransport(new HttpClient(setup.Handler(new SocketsHttpHandler())));
         return new SdkChatClient(FlowSetup.Model, new ApiKeyCredential(FlowSetup.ApiKey), options);
     }

@@ -20,7 +20,7 @@ static class Bench
 {
     const string Usage = """
         Usage: ./run.sh bench [--quick] [--rounds N] [--flows N] [--warmup N] [--cold-runs N] [--no-cold-start]
-                              [--trace | --allocations]
+                              [--trace | --allocations | --no-network]
 
           --quick          a short run (under a minute on 2 cores); the default run is longer and steadier
           --rounds N       measured rounds; each round runs every client once, in an order that rotates
@@ -30,6 +30,7 @@ static class Bench
           --no-cold-start  skip the cold-start comparison
           --trace          run one flow per client, printing every request it sends, and stop
           --allocations    which types each client allocates per flow (sampled), instead of the measurement
+          --no-network     measure client work alone: every HttpClient answers from memory, no server, no sockets
         """;
 
     public static async Task<int> MainAsync(string[] args)
@@ -68,13 +69,15 @@ static class Bench
         string question = cassette.FirstQuestion()!;
         string expected = Json.String(cassette.Interactions[^1].ResponseBody?["choices"]?[0]?["message"]?["content"])!;
         List<byte[]> cassetteRequests = [.. cassette.Interactions.Select(i => Json.Utf8(i.RequestBody!).ToArray())];
+        if (settings.NoNetwork)
+            return await RunWithoutNetworkAsync(settings, cassette, question, expected, cassetteRequests);
 
         // Idle spinning off in the server too: on 2 cores it would take CPU from whichever client is running.
         var serverEnvironment = new Dictionary<string, string> { ["DOTNET_ThreadPool_UnfairSemaphoreSpinLimit"] = "0" };
         await using ServerProcess server = await ServerProcess.StartAsync(repo.ToolCallDll, repo.TwoCities, serverEnvironment);
         await using ServerProcess meaiServer = await ServerProcess.StartAsync(repo.ToolCallDll, repo.TwoCitiesMeai, serverEnvironment);
         FlowSetup Setup(ServerProcess s) => new(s.BaseUrl, question, expected, DemoTools.Create(), settings.Trace);
-        (BenchClient Client, ServerProcess Server)[] clients =
+        (BenchClient Client, ServerProcess? Server)[] clients =
         [
             (ReferenceClient.Create(Setup(server)), server),
             (OpenAISdkClient.Create(Setup(server)), server),
@@ -83,7 +86,7 @@ static class Bench
         ];
 
         // Every client must give the expected answer through a history the replay server accepts, or no figures.
-        foreach ((BenchClient client, ServerProcess s) in clients)
+        foreach ((BenchClient client, ServerProcess? s) in clients)
         {
             if (settings.Trace)
                 Console.Error.WriteLine($"===== {client.Name}");
@@ -97,6 +100,50 @@ static class Bench
                 await AllocationProfile.RunAsync(client, flows: 4000, top: 25);
             return 0;
         }
+        Result[] results = await MeasureAsync(clients, settings, expected,
+            "replayed from cassettes/two-cities.json by `ToolCall.dll serve` in a child process; this process runs the clients only.");
+        PrintTable(results);
+        Console.WriteLine("Microsoft.Extensions.AI replays bench/cassettes/two-cities-meai.json: its OpenAI adapter always adds");
+        Console.WriteLine("\"additionalProperties\": false to a tool's schema, a difference the model sees; otherwise the same requests.");
+        Console.WriteLine();
+        ColdStart.Result[]? coldStart = settings.ColdStart ? await ColdStart.RunAsync(repo, settings.ColdRuns) : null;
+        if (coldStart is not null)
+            ColdStart.Print(coldStart, settings.ColdRuns);
+        PrintRatios(results);
+        return 0;
+    }
+
+    /// <summary>
+    /// --no-network: the same clients and flows, each HttpClient answering from memory (the cassette's responses in
+    /// turn) instead of a socket. What is left is client work alone, JSON and the HttpClient pipeline, without the
+    /// kernel's share, which on a busy machine is most of the CPU and most of its noise. The requests are not checked
+    /// here (the network run checks them); the answers are.
+    /// </summary>
+    static async Task<int> RunWithoutNetworkAsync(Settings settings, Cassette cassette, string question, string expected, List<byte[]> cassetteRequests)
+    {
+        List<byte[]> responses = [.. cassette.Interactions.Select(i => Json.Utf8(i.ResponseBody!).ToArray())];
+        var setup = new FlowSetup("http://replay.invalid/v1", question, expected, DemoTools.Create(), Trace: false)
+        {
+            Transport = () => new CannedResponses(responses),
+        };
+        (BenchClient Client, ServerProcess? Server)[] clients =
+        [
+            (ReferenceClient.Create(setup), null),
+            (OpenAISdkClient.Create(setup), null),
+            (MeaiClient.Create(setup), null),
+            (FloorClient.Create(setup, cassetteRequests), null),
+        ];
+        foreach ((BenchClient client, ServerProcess? server) in clients)
+            await CheckAsync(client, server, expected);
+        Result[] results = await MeasureAsync(clients, settings, expected,
+            "with no network: each client's HttpClient answers from memory, so this is client work alone.");
+        PrintTable(results);
+        return 0;
+    }
+
+    /// <summary>Warm-up, then rounds of batches, clients interleaved; prints how it went and returns the figures.</summary>
+    static async Task<Result[]> MeasureAsync((BenchClient Client, ServerProcess? Server)[] clients, Settings settings, string expected, string what)
+    {
         Progress.Show("warming up...");
         (int warmupFlows, long warmupMethods) = await WarmUpAsync(clients, settings.Warmup, expected);
         var results = clients.Select(c => new Result(c.Client)).ToArray();
@@ -112,15 +159,8 @@ static class Bench
             }
         }
         Progress.Show("");
-        long methodsDuring = JitInfo.GetCompiledMethodCount() - methodsBefore;
-
-        PrintHeader(settings, warmupFlows, warmupMethods, methodsDuring);
-        PrintTable(results);
-        ColdStart.Result[]? coldStart = settings.ColdStart ? await ColdStart.RunAsync(repo, settings.ColdRuns) : null;
-        if (coldStart is not null)
-            ColdStart.Print(coldStart, settings.ColdRuns);
-        PrintRatios(results);
-        return 0;
+        PrintHeader(settings, what, warmupFlows, warmupMethods, JitInfo.GetCompiledMethodCount() - methodsBefore);
+        return results;
     }
 
     /// <summary>
@@ -129,7 +169,7 @@ static class Bench
     /// as a long-running program does. On a busy machine that takes over a thousand flows; a fixed count would
     /// measure some clients half-compiled.
     /// </summary>
-    static async Task<(int Flows, long Methods)> WarmUpAsync((BenchClient Client, ServerProcess Server)[] clients, int minimumFlows, string expected)
+    static async Task<(int Flows, long Methods)> WarmUpAsync((BenchClient Client, ServerProcess? Server)[] clients, int minimumFlows, string expected)
     {
         const int FlowsPerRound = 100, MaxRounds = 60;
         long methodsBefore = JitInfo.GetCompiledMethodCount();
@@ -137,7 +177,7 @@ static class Bench
         for (int round = 0; round < MaxRounds && (quietRounds < 2 || flows < minimumFlows); round++)
         {
             long before = JitInfo.GetCompiledMethodCount();
-            foreach ((BenchClient client, ServerProcess server) in clients)
+            foreach ((BenchClient client, ServerProcess? server) in clients)
             {
                 for (int i = 0; i < FlowsPerRound; i++)
                     await RunCheckedAsync(client, server, expected);
@@ -150,14 +190,14 @@ static class Bench
     }
 
     /// <summary>One flow, outside the timed runs, checking the answer (and, for the floor, the last response).</summary>
-    static async Task CheckAsync(BenchClient client, ServerProcess server, string expected)
+    static async Task CheckAsync(BenchClient client, ServerProcess? server, string expected)
     {
         await RunCheckedAsync(client, server, expected);
         if (client.Check?.Invoke() is string answer && answer != expected)
             throw new BenchException($"{client.Name}: the last response carries \"{answer}\", not \"{expected}\".");
     }
 
-    static async Task RunCheckedAsync(BenchClient client, ServerProcess server, string expected)
+    static async Task RunCheckedAsync(BenchClient client, ServerProcess? server, string expected)
     {
         string answer;
         try
@@ -172,8 +212,8 @@ static class Bench
             throw WrongAnswer(client, answer, expected);
     }
 
-    static BenchException Failed(BenchClient client, ServerProcess server, Exception e) =>
-        new($"{client.Name} failed: {e.Message}\nThe replay server's last lines:\n{server.LastLines()}");
+    static BenchException Failed(BenchClient client, ServerProcess? server, Exception e) =>
+        new($"{client.Name} failed: {e.Message}" + (server is null ? "" : $"\nThe replay server's last lines:\n{server.LastLines()}"));
 
     static BenchException WrongAnswer(BenchClient client, string answer, string expected) =>
         new($"{client.Name} answered \"{answer}\", not \"{expected}\".");
@@ -183,7 +223,7 @@ static class Bench
     /// same sum as Process.TotalProcessorTime, which on Linux reads /proc in 10 ms ticks); allocations are exact.
     /// Both include the client's thread-pool and socket work, which is the point.
     /// </summary>
-    static async Task MeasureBatchAsync(BenchClient client, ServerProcess server, string expected, Result result, long[] times)
+    static async Task MeasureBatchAsync(BenchClient client, ServerProcess? server, string expected, Result result, long[] times)
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
@@ -213,10 +253,10 @@ static class Bench
         result.Add(times, cpu.TotalMicroseconds / times.Length, (double)allocated / times.Length);
     }
 
-    static void PrintHeader(Settings settings, int warmupFlows, long warmupMethods, long methodsDuring)
+    static void PrintHeader(Settings settings, string what, int warmupFlows, long warmupMethods, long methodsDuring)
     {
-        Console.WriteLine("ToolCall bench: the complete four-step flow (2 requests, 2 tool calls) replayed from cassettes/two-cities.json");
-        Console.WriteLine("by `ToolCall.dll serve` in a child process; this process runs the clients only.");
+        Console.WriteLine("ToolCall bench: the complete four-step flow (2 requests, 2 tool calls),");
+        Console.WriteLine(what);
         Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {CpuModel()}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}");
         Console.WriteLine($"warm-up: {warmupFlows} flows per client, until the JIT settled ({warmupMethods:N0} methods compiled; " +
                           $"{methodsDuring} more while measuring)");
@@ -225,7 +265,7 @@ static class Bench
         string? spinEnvironment = Environment.GetEnvironmentVariable("DOTNET_ThreadPool_UnfairSemaphoreSpinLimit");
         Console.WriteLine($"thread-pool idle spinning: UnfairSemaphoreSpinLimit={spin ?? "default"} for all clients (runtimeconfig)" +
                           (spinEnvironment is null ? "" : $", DOTNET_ThreadPool_UnfairSemaphoreSpinLimit={spinEnvironment} in the environment") +
-                          ", 0 for the server");
+                          (settings.NoNetwork ? "" : ", 0 for the server"));
         Console.WriteLine();
     }
 
@@ -240,9 +280,6 @@ static class Bench
                 $"{r.Client.Name,-32}{r.WallMedianMicroseconds,12:F0}{r.WallP99Microseconds,11:F0}{r.CpuMicroseconds,10:F0} (±{r.CpuSpreadPercent,3:F0}%){r.AllocatedBytes,16:N0}" +
                 $"{reference.CpuMicroseconds / r.CpuMicroseconds,8:F2}{reference.AllocatedBytes / r.AllocatedBytes,7:F2}{reference.WallMedianMicroseconds / r.WallMedianMicroseconds,7:F2}"));
         }
-        Console.WriteLine();
-        Console.WriteLine("Microsoft.Extensions.AI replays bench/cassettes/two-cities-meai.json: its OpenAI adapter always adds");
-        Console.WriteLine("\"additionalProperties\": false to a tool's schema, a difference the model sees; otherwise the same requests.");
         Console.WriteLine();
     }
 
@@ -322,6 +359,7 @@ sealed class Settings
     public bool Help { get; private set; }
     public bool Trace { get; private set; }
     public bool Allocations { get; private set; }
+    public bool NoNetwork { get; private set; }
     public bool ColdStart { get; private set; } = true;
     public int Rounds { get; private set; } = 30;
     public int Flows { get; private set; } = 300;
@@ -345,6 +383,7 @@ sealed class Settings
                 case "-h" or "--help": settings.Help = true; break;
                 case "--trace": settings.Trace = true; break;
                 case "--allocations": settings.Allocations = true; break;
+                case "--no-network": (settings.NoNetwork, settings.ColdStart) = (true, false); break;
                 case "--no-cold-start": settings.ColdStart = false; break;
                 case "--rounds": settings.Rounds = Number(); break;
                 case "--flows": settings.Flows = Number(); break;
