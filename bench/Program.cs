@@ -100,7 +100,7 @@ static class Bench
                 await AllocationProfile.RunAsync(client, flows: 4000, top: 25);
             return 0;
         }
-        Result[] results = await MeasureAsync(clients, settings, expected,
+        Result[] results = await MeasureAsync(clients, settings, expected, settings.Flows,
             "replayed from cassettes/two-cities.json by `ToolCall.dll serve` in a child process; this process runs the clients only.");
         PrintTable(results);
         Console.WriteLine("Microsoft.Extensions.AI replays bench/cassettes/two-cities-meai.json: its OpenAI adapter always adds");
@@ -135,19 +135,22 @@ static class Bench
         ];
         foreach ((BenchClient client, ServerProcess? server) in clients)
             await CheckAsync(client, server, expected);
-        Result[] results = await MeasureAsync(clients, settings, expected,
+        // Ten times the flows per batch: without the network a flow takes some 40 µs, and a batch should take longer
+        // than the scheduler's time slices for its CPU time to be steady.
+        Result[] results = await MeasureAsync(clients, settings, expected, flowsPerBatch: settings.Flows * 10,
             "with no network: each client's HttpClient answers from memory, so this is client work alone.");
         PrintTable(results);
         return 0;
     }
 
     /// <summary>Warm-up, then rounds of batches, clients interleaved; prints how it went and returns the figures.</summary>
-    static async Task<Result[]> MeasureAsync((BenchClient Client, ServerProcess? Server)[] clients, Settings settings, string expected, string what)
+    static async Task<Result[]> MeasureAsync(
+        (BenchClient Client, ServerProcess? Server)[] clients, Settings settings, string expected, int flowsPerBatch, string what)
     {
         Progress.Show("warming up...");
         (int warmupFlows, long warmupMethods) = await WarmUpAsync(clients, settings.Warmup, expected);
         var results = clients.Select(c => new Result(c.Client)).ToArray();
-        long[] times = new long[settings.Flows];
+        long[] times = new long[flowsPerBatch];
         long methodsBefore = JitInfo.GetCompiledMethodCount();
         for (int round = 0; round < settings.Rounds; round++)
         {
@@ -159,7 +162,7 @@ static class Bench
             }
         }
         Progress.Show("");
-        PrintHeader(settings, what, warmupFlows, warmupMethods, JitInfo.GetCompiledMethodCount() - methodsBefore);
+        PrintHeader(settings, what, warmupFlows, flowsPerBatch, warmupMethods, JitInfo.GetCompiledMethodCount() - methodsBefore);
         return results;
     }
 
@@ -253,14 +256,14 @@ static class Bench
         result.Add(times, cpu.TotalMicroseconds / times.Length, (double)allocated / times.Length);
     }
 
-    static void PrintHeader(Settings settings, string what, int warmupFlows, long warmupMethods, long methodsDuring)
+    static void PrintHeader(Settings settings, string what, int warmupFlows, int flowsPerBatch, long warmupMethods, long methodsDuring)
     {
         Console.WriteLine("ToolCall bench: the complete four-step flow (2 requests, 2 tool calls),");
         Console.WriteLine(what);
         Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {CpuModel()}, {RuntimeInformation.OSDescription}, .NET {Environment.Version}");
         Console.WriteLine($"warm-up: {warmupFlows} flows per client, until the JIT settled ({warmupMethods:N0} methods compiled; " +
                           $"{methodsDuring} more while measuring)");
-        Console.WriteLine($"measured: {settings.Rounds} rounds of {settings.Flows} flows per client, clients interleaved (the order rotates each round)");
+        Console.WriteLine($"measured: {settings.Rounds} rounds of {flowsPerBatch} flows per client, clients interleaved (the order rotates each round)");
         object? spin = AppContext.GetData("System.Threading.ThreadPool.UnfairSemaphoreSpinLimit");
         string? spinEnvironment = Environment.GetEnvironmentVariable("DOTNET_ThreadPool_UnfairSemaphoreSpinLimit");
         Console.WriteLine($"thread-pool idle spinning: UnfairSemaphoreSpinLimit={spin ?? "default"} for all clients (runtimeconfig)" +
