@@ -50,6 +50,9 @@ static class Bench
             Console.Write(Usage);
             return 0;
         }
+        // Stopped from outside, the bench takes its replay servers with it (a normal end disposes them).
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, _ => ServerProcess.StopAll());
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => ServerProcess.StopAll());
         try
         {
             return await RunAsync(settings);

@@ -10,6 +10,9 @@ using System.Threading.Tasks;
 
 sealed class ServerProcess : IAsyncDisposable
 {
+    // The servers still running, so that a bench stopped by Ctrl+C or SIGTERM stops them too (see StopAll).
+    static readonly List<Process> Running = [];
+
     readonly Process process;
     readonly string logFile;
 
@@ -40,6 +43,8 @@ sealed class ServerProcess : IAsyncDisposable
         foreach ((string name, string value) in environment)
             start.Environment[name] = value;
         Process process = Process.Start(start) ?? throw new BenchException("could not start the replay server");
+        lock (Running)
+            Running.Add(process);
         string? firstLine = await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60));
         var server = new ServerProcess(process, firstLine ?? "", logFile);
         if (firstLine is null || !firstLine.StartsWith("http://", StringComparison.Ordinal))
@@ -65,8 +70,29 @@ sealed class ServerProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>Kills every server this process started and has not stopped yet.</summary>
+    public static void StopAll()
+    {
+        lock (Running)
+        {
+            foreach (Process process in Running)
+            {
+                try
+                {
+                    process.Kill();
+                }
+                catch (InvalidOperationException)
+                {
+                    // it has exited already
+                }
+            }
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
+        lock (Running)
+            Running.Remove(process);
         if (!process.HasExited)
             process.Kill();
         await process.WaitForExitAsync();
