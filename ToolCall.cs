@@ -45,21 +45,20 @@ return await Cli.MainAsync(args);
 // =====================================================================================================================
 
 /// <summary>A function the model may call: what the model is told (name, description, JSON schema) and your code.</summary>
-sealed record Tool(string Name, string Description, JsonObject Parameters, Func<JsonObject, string> Run)
+sealed class Tool(string name, string description, JsonObject parameters, Func<JsonObject, string> run)
 {
-    // Get-only (a record's are usually init): a copy made with `with` would keep the Definition written below.
-    public string Name { get; } = Name;
-    public string Description { get; } = Description;
-    public JsonObject Parameters { get; } = Parameters;
+    public string Name { get; } = name;
+    public string Description { get; } = description;
+    public JsonObject Parameters { get; } = parameters;
+    public Func<JsonObject, string> Run { get; } = run;
 
     /// <summary>
-    /// This tool's entry in a request's `tools`, written once, when the tool is made (from a copy of Parameters: a
+    /// This tool's entry in a request's `tools`, written once, when the tool is made (from a copy of the schema: a
     /// JSON node has one parent). A JsonElement is read-only and has no parent, so every request can carry this same
-    /// one; a deep copy of the schema for every request would cost more than the rest of the request. So change a
-    /// tool by making a new one.
+    /// one; a deep copy of the schema for every request would cost more than the rest of the request.
     /// </summary>
     public JsonElement Definition { get; } =
-        JsonElement.Parse(Json.Utf8(ToolCalling.Definition(Name, Description, (JsonObject)Parameters.DeepClone())).Span);
+        JsonElement.Parse(Json.Utf8(ToolCalling.Definition(name, description, (JsonObject)parameters.DeepClone())).Span);
 }
 
 static class DemoTools
@@ -88,9 +87,9 @@ static class DemoTools
     public static Tool[] Create() =>
     [
         new Tool(
-            Name: "get_weather",
-            Description: "Returns the current weather in the given city",
-            Parameters: new JsonObject
+            name: "get_weather",
+            description: "Returns the current weather in the given city",
+            parameters: new JsonObject
             {
                 ["type"] = "object",
                 ["properties"] = new JsonObject
@@ -100,13 +99,13 @@ static class DemoTools
                 ["required"] = new JsonArray("city"),
             },
             // The arguments were checked against the schema above before this runs (see ToolCalling.RunToolCall).
-            Run: arguments => GetWeather(arguments["city"]!.GetValue<string>())),
+            run: arguments => GetWeather(arguments["city"]!.GetValue<string>())),
 
         // A richer schema, to show what models handle: an integer, an enum, an optional parameter and an array.
         new Tool(
-            Name: "get_forecast",
-            Description: "Returns the daily weather forecast for the given city for the next days",
-            Parameters: new JsonObject
+            name: "get_forecast",
+            description: "Returns the daily weather forecast for the given city for the next days",
+            parameters: new JsonObject
             {
                 ["type"] = "object",
                 ["properties"] = new JsonObject
@@ -128,7 +127,7 @@ static class DemoTools
                 },
                 ["required"] = new JsonArray("city", "days"),
             },
-            Run: arguments =>
+            run: arguments =>
             {
                 int days = (int)arguments["days"]!.GetValue<double>(); // the schema check let only whole numbers through
                 if (days is < 1 or > 7)
