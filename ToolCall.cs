@@ -204,9 +204,7 @@ static class ToolCalling
             }
             log.Step(step, $"the model asks for {Plural(calls.Count, "tool call")} (finish_reason \"{finishReason}\"{chat.LastUsage})");
             if (round > maxRounds)
-                throw new FlowException(
-                    $"the model still asks for tools after {Plural(maxRounds, "round")} of tool calls (--max-rounds {maxRounds}); " +
-                    "stopping. Raise --max-rounds if the task needs more rounds.");
+                throw RoundLimitReached(maxRounds);
 
             // Step 3: the assistant message goes into the history first: the API rejects tool results that do not
             // follow the message that asked for them. Then one role:"tool" message per call, in the calls' order;
@@ -266,18 +264,27 @@ static class ToolCalling
 
     static JsonObject StrictDefinition(Tool tool)
     {
-        JsonObject definition = Definition(tool.Name, tool.Description, StrictSchema.Rewrite(tool.Parameters));
-        JsonObject function = (JsonObject)definition["function"]!;
-        if (StrictSchema.FirstViolation((JsonObject)function["parameters"]!) is string violation)
-            throw new UsageException(
-                $"the schema of tool '{tool.Name}' breaks the strict-mode rules, so the API would reject it: {violation} " +
-                "Fix the schema, or run without --strict.");
-        function["strict"] = true;
+        JsonObject definition = Definition(tool.Name, tool.Description, Parameters(tool, strict: true));
+        ((JsonObject)definition["function"]!)["strict"] = true;
         return definition;
     }
 
+    /// <summary>A tool's JSON schema for one request (a JSON node has one parent: each request gets its own copy),
+    /// in strict form with `strict`. The Responses and Messages APIs' tools take it from here too.</summary>
+    internal static JsonObject Parameters(Tool tool, bool strict)
+    {
+        if (!strict)
+            return (JsonObject)tool.Parameters.DeepClone();
+        JsonObject parameters = StrictSchema.Rewrite(tool.Parameters);
+        if (StrictSchema.FirstViolation(parameters) is string violation)
+            throw new UsageException(
+                $"the schema of tool '{tool.Name}' breaks the strict-mode rules, so the API would reject it: {violation} " +
+                "Fix the schema, or run without --strict.");
+        return parameters;
+    }
+
     /// <summary>For the step log: the fields beyond messages and tools that step 1 puts on the wire.</summary>
-    static string ToolFieldsShown(JsonObject request, ToolOptions options) =>
+    internal static string ToolFieldsShown(JsonObject request, ToolOptions options) =>
         (options.Strict ? " (each strict: true)" : "") +
         string.Concat(new[] { "tool_choice", "parallel_tool_calls" }
             .Where(request.ContainsKey)
@@ -324,42 +331,49 @@ static class ToolCalling
 
     /// <summary>
     /// Runs one call and returns the content of its tool message. A bad call never breaks the history: the model
-    /// reads what went wrong and can try again.
+    /// reads what went wrong and can try again. Every API answers a call with this text; only its envelope differs.
     /// </summary>
-    public static string RunToolCall(string name, JsonNode? arguments, IReadOnlyList<Tool> tools)
+    public static string RunToolCall(string name, JsonNode? arguments, IReadOnlyList<Tool> tools) =>
+        RunToolCallReportingFailure(name, arguments, tools).Result;
+
+    /// <summary>RunToolCall, also saying whether the call failed (Anthropic marks a failed call's result with is_error).</summary>
+    public static (string Result, bool Failed) RunToolCallReportingFailure(string name, JsonNode? arguments, IReadOnlyList<Tool> tools)
     {
         Tool? tool = tools.FirstOrDefault(t => t.Name == name);
         if (tool is null)
-            return $"Error: unknown function '{name}'. Available functions: {string.Join(", ", tools.Select(t => t.Name))}.";
+            return ($"Error: unknown function '{name}'. Available functions: {string.Join(", ", tools.Select(t => t.Name))}.", true);
 
         // `arguments` is a JSON string: parse it. The model writes it, so it may not be valid JSON, and it may not
-        // match the schema; check both before your code sees it.
+        // match the schema; check both before your code sees it. (Anthropic sends an object, `input`: already parsed,
+        // it is copied, since the check below may edit it and the history keeps the original.)
         JsonNode? parsed;
         try
         {
             string text = Json.String(arguments) ?? "";
-            parsed = string.IsNullOrWhiteSpace(text) ? new JsonObject() : Json.Parse(text);
+            parsed = arguments is JsonObject given ? given.DeepClone()
+                : string.IsNullOrWhiteSpace(text) ? new JsonObject()
+                : Json.Parse(text);
         }
         catch (JsonException e)
         {
-            return $"Error: the arguments for {name} are not valid JSON ({FirstSentence(e.Message)}). " +
-                   "Send a JSON object that matches the function's parameters.";
+            return ($"Error: the arguments for {name} are not valid JSON ({FirstSentence(e.Message)}). " +
+                    "Send a JSON object that matches the function's parameters.", true);
         }
         if (parsed is not JsonObject args)
-            return $"Error: the arguments for {name} must be a JSON object, not {Schema.KindName(parsed)}.";
+            return ($"Error: the arguments for {name} must be a JSON object, not {Schema.KindName(parsed)}.", true);
         // In strict mode every argument is required, so the model sends null for an optional one it leaves out:
         // read that null as "left out", and your function sees the same arguments with or without strict mode.
         Schema.RemoveNullOptionals(args, tool.Parameters);
         if (Schema.FirstProblem(args, tool.Parameters, "") is string problem)
-            return $"Error: {name}: {problem}.";
+            return ($"Error: {name}: {problem}.", true);
 
         try
         {
-            return tool.Run(args);
+            return (tool.Run(args), false);
         }
         catch (Exception e)
         {
-            return $"Error: {name} failed: {e.Message}";
+            return ($"Error: {name} failed: {e.Message}", true);
         }
     }
 
@@ -384,6 +398,11 @@ static class ToolCalling
             null => "?",
         }));
 
+    /// <summary>The end of a flow whose model keeps asking for tools: a loop without a bound could run (and cost) forever.</summary>
+    internal static FlowException RoundLimitReached(int maxRounds) => new(
+        $"the model still asks for tools after {Plural(maxRounds, "round")} of tool calls (--max-rounds {maxRounds}); " +
+        "stopping. Raise --max-rounds if the task needs more rounds.");
+
     internal static string Plural(int count, string noun) => count == 1 ? $"1 {noun}" : $"{count} {noun}s";
 
     internal static string FirstSentence(string text) => text.Split(". ")[0].TrimEnd('.');
@@ -393,9 +412,32 @@ static class ToolCalling
 // The HTTP call: one POST of a JSON body to {base}/chat/completions, the JSON response back.
 // =====================================================================================================================
 
-sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog log, Recorder? recorder = null)
+/// <summary>
+/// The three APIs this file speaks (--api). The four steps are the same on each; the shapes on the wire differ. Chat
+/// Completions comes first and in full; the other two follow in sections of their own, after streaming.
+/// </summary>
+enum Api { Chat, Responses, Anthropic }
+
+/// <summary>
+/// One HTTP path for every API: the same retries, timeouts, recording and tracing. What differs is small and named
+/// here: the endpoint (Path), how the key is sent (NewRequest), how a stream is asked for and read, and the usage fields.
+/// </summary>
+sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog log, Recorder? recorder = null, Api api = Api.Chat)
 {
-    public Uri Url { get; } = new(baseUrl.TrimEnd('/') + "/chat/completions");
+    /// <summary>The Messages API version this file is written against; Anthropic requires it on every request.</summary>
+    public const string AnthropicVersion = "2023-06-01";
+
+    /// <summary>The endpoint, relative to the base URL.</summary>
+    public string Path { get; } = PathOf(api);
+
+    public Uri Url { get; } = new(baseUrl.TrimEnd('/') + PathOf(api));
+
+    public static string PathOf(Api api) => api switch
+    {
+        Api.Responses => "/responses",
+        Api.Anthropic => "/messages",
+        _ => "/chat/completions",
+    };
 
     /// <summary>When to send a failed request again, and how long one attempt may take (--retries, --timeout).</summary>
     public RetryPolicy Retries { get; init; } = new();
@@ -426,14 +468,16 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     {
         if (StreamTextTo is not null)
         {
-            // The same request, asking for the reply in pieces; the usage comes in one last chunk only when asked for.
+            // The same request, asking for the reply in pieces. Chat Completions sends the usage in one last chunk only
+            // when asked for; the Responses and Messages APIs always send it (in response.completed, message_delta).
             body["stream"] = true;
-            body["stream_options"] = new JsonObject { ["include_usage"] = true };
+            if (api == Api.Chat)
+                body["stream_options"] = new JsonObject { ["include_usage"] = true };
         }
         // Serialize once, straight to UTF-8: the same bytes go on the wire (on every retry), into the trace and into
         // a recording.
         ReadOnlyMemory<byte> bytes = Json.Utf8(body, requestBuffer);
-        log.Trace($"POST {Url}{(apiKey is null ? "" : "\nAuthorization: Bearer [redacted]")}", body);
+        log.Trace($"POST {Url}{HeadersShown()}", body);
 
         using IDisposable? waiting = log.ShowWaiting();
         JsonObject completion = await SendAsync(bytes, waiting, cancellationToken);
@@ -461,10 +505,10 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
                 ReadOnlyMemory<byte> content = await ReadBodyAsync(response, attempt.Token);
                 Requests++;
                 int status = (int)response.StatusCode;
-                recorder?.Add(requestBody, status, content.Span, response.Headers);
+                recorder?.Add(Path, requestBody, status, content.Span, response.Headers);
                 if (response.IsSuccessStatusCode)
                 {
-                    JsonObject completion = ReadCompletion(status, response.Content.Headers.ContentType?.MediaType, content.Span);
+                    JsonObject completion = ReadCompletion(status, response.Content.Headers.ContentType?.MediaType, content.Span, api);
                     log.Trace($"HTTP {status}", completion);
                     return completion;
                 }
@@ -507,7 +551,13 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
         try
         {
             await using Stream stream = await response.Content.ReadAsStreamAsync(attempt);
-            completion = await StreamedReply.ReadAsync(stream, StreamTextTo ?? TextWriter.Null, events, waiting, attempt);
+            TextWriter output = StreamTextTo ?? TextWriter.Null;
+            completion = api switch
+            {
+                Api.Responses => await StreamedResponse.ReadAsync(stream, output, events, waiting, attempt),
+                Api.Anthropic => await StreamedMessage.ReadAsync(stream, output, events, waiting, attempt),
+                _ => await StreamedReply.ReadAsync(stream, output, events, waiting, attempt),
+            };
         }
         catch (OperationCanceledException) when (events.Count > 0 && !cancellationToken.IsCancellationRequested)
         {
@@ -520,9 +570,9 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
             if (events.Count > 0)
             {
                 Requests++;
-                recorder?.Add(requestBytes, status, events);
+                recorder?.Add(Path, requestBytes, status, events);
                 log.Trace($"HTTP {status}: {ToolCalling.Plural(events.Count, "server-sent event")}",
-                    events.Select(e => "data: " + (e is JsonObject chunk ? Json.Compact(chunk) : Json.String(e))));
+                    events.Select(e => ServerSentEvents.Format(e, named: api != Api.Chat).TrimEnd('\n')));
             }
         }
         log.Trace("The completion assembled from the events", completion);
@@ -544,10 +594,24 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     {
         var request = new HttpRequestMessage(HttpMethod.Post, Url) { Content = new ReadOnlyMemoryContent(body) };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-        if (apiKey is not null)
+        if (api == Api.Anthropic)
+        {
+            // Anthropic: the key in a header of its own, and the API version, which every request must name.
+            if (apiKey is not null)
+                request.Headers.Add("x-api-key", apiKey);
+            request.Headers.Add("anthropic-version", AnthropicVersion);
+        }
+        else if (apiKey is not null)
+        {
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+        }
         return request;
     }
+
+    /// <summary>For the trace: the headers NewRequest adds, the key always as [redacted].</summary>
+    string HeadersShown() => api == Api.Anthropic
+        ? (apiKey is null ? "" : "\nx-api-key: [redacted]") + $"\nanthropic-version: {AnthropicVersion}"
+        : apiKey is null ? "" : "\nAuthorization: Bearer [redacted]";
 
     /// <summary>An error status: the line to show (with the API's own message) and whether a retry may help.</summary>
     FailedAttempt ApiFailure(HttpResponseMessage response, ReadOnlySpan<byte> content)
@@ -565,10 +629,11 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     }
 
     /// <summary>
-    /// A 2xx body must be a chat.completion object. A broken one is an error, not a retry: the server did answer
-    /// (and the model's work is paid for), and the same request tends to get the same broken answer.
+    /// A 2xx body must be a JSON object (a chat.completion, a response, a message). A broken one is an error, not a
+    /// retry: the server did answer (and the model's work is paid for), and the same request tends to get the same
+    /// broken answer.
     /// </summary>
-    static JsonObject ReadCompletion(int status, string? contentType, ReadOnlySpan<byte> body)
+    static JsonObject ReadCompletion(int status, string? contentType, ReadOnlySpan<byte> body, Api api)
     {
         string what = $"HTTP {status}, but the response body";
         if (body.Trim(" \t\r\n"u8).IsEmpty)
@@ -586,7 +651,7 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
             string start = Encoding.UTF8.GetString(body[..Math.Min(body.Length, 40)]).ReplaceLineEndings(" ") + (body.Length > 40 ? "…" : "");
             throw new FlowException(
                 $"{what}{type} is not JSON ({ToolCalling.FirstSentence(e.Message)}); it starts with \"{start}\". " +
-                "Check that the base URL points at an OpenAI-compatible API.");
+                $"Check that the base URL points at {(api == Api.Anthropic ? "the Anthropic Messages API" : "an OpenAI-compatible API")}.");
         }
         if (json is not JsonObject completion)
             throw new FlowException($"{what} is {Schema.KindName(json)}, not a JSON object.");
@@ -606,8 +671,11 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
 
     void CountUsage(JsonNode? usage)
     {
-        if (Json.At(usage, "prompt_tokens") is not JsonValue prompt || !prompt.TryGetValue(out long input) ||
-            Json.At(usage, "completion_tokens") is not JsonValue completion || !completion.TryGetValue(out long output))
+        // Chat Completions counts prompt_tokens and completion_tokens; the Responses and Messages APIs, input_tokens
+        // and output_tokens.
+        (string inputField, string outputField) = api == Api.Chat ? ("prompt_tokens", "completion_tokens") : ("input_tokens", "output_tokens");
+        if (Json.At(usage, inputField) is not JsonValue prompt || !prompt.TryGetValue(out long input) ||
+            Json.At(usage, outputField) is not JsonValue completion || !completion.TryGetValue(out long output))
         {
             lastUsage = null;
             return;
@@ -745,9 +813,12 @@ static class ApiError
 
 /// <summary>
 /// The event-stream format (https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream),
-/// as far as chat completions use it: the data of each event. The BCL has a parser for it,
+/// as far as the three APIs use it: the data of each event. The BCL has a parser for it,
 /// System.Net.ServerSentEvents.SseParser (the tests hold this one to it). The rules are written out here because they
 /// are what a port to another language has to get right, and they fit in a screen.
+/// The Responses and Messages APIs also name each event in an `event:` line, but each repeats that name in its data,
+/// as "type", and that is what their readers below switch on. So the data is all any of the three needs: one reader
+/// serves them all, and a proxy that drops `event:` lines breaks nothing.
 /// </summary>
 static class ServerSentEvents
 {
@@ -771,55 +842,57 @@ static class ServerSentEvents
                 continue; // a comment, such as the keep-alive ": ping"
             int colon = line.IndexOf(':');
             if ((colon < 0 ? line : line[..colon]) != "data")
-                continue; // event, id and retry: chat completions do not use them
+                continue; // event (repeated in the data's "type"), id and retry: not needed
             string value = colon < 0 ? "" : line[(colon + 1)..];
             data.Append(value.StartsWith(' ') ? value[1..] : value).Append('\n'); // "data:x" and "data: x" both say "x"
         }
         // The stream has ended: an event still without its blank line is incomplete, and dropped.
     }
-}
-
-/// <summary>A streamed reply, put back together into the completion (with choices[0].message) a JSON reply would be.</summary>
-sealed class StreamedReply
-{
-    readonly TextWriter output;
-    readonly StringBuilder content = new(), refusal = new();
-    readonly List<PartialCall> calls = [];
-    readonly Dictionary<int, PartialCall> callsByIndex = [];
-    PartialCall? lastCall;
-    JsonObject? firstChunk;
-    JsonObject? usage;
-    string role = "assistant";
-    string? finishReason;
-    bool hasChoice, printed;
-
-    StreamedReply(TextWriter output) => this.output = output;
 
     /// <summary>
-    /// Reads the events up to `data: [DONE]`, writing the text to `output` as it arrives and keeping every event in
-    /// `events` (for --record and --trace). An error event, or a stream that ends before [DONE], throws: a reply cut
-    /// short may lack a tool call or half of its arguments, so none of it goes into the history.
+    /// One event as the APIs write it (the replay server sends this, --trace shows it): with `named`, as the Responses
+    /// and Messages APIs do, an `event:` line with the data's "type"; then the data, a JSON object on one line and a
+    /// string (such as "[DONE]") as it is, one `data:` line per line of it; and a blank line.
     /// </summary>
-    public static async Task<JsonObject> ReadAsync(
-        Stream stream, TextWriter output, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken)
+    public static string Format(JsonNode? item, bool named)
     {
-        var reply = new StreamedReply(output);
+        string data = item is JsonObject json ? Json.Compact(json) : Json.String(item) ?? "";
+        string name = named && Json.String(Json.At(item, "type")) is string type && type.AsSpan().IndexOfAny('\r', '\n') < 0
+            ? $"event: {type}\n"
+            : "";
+        return name + string.Concat(data.Split('\n').Select(line => $"data: {line}\n")) + "\n";
+    }
+}
+
+/// <summary>
+/// What the three APIs' stream readers share: reading the events up to the one that ends a reply, showing the text as
+/// it arrives, and keeping every event (for --record and --trace). A stream that ends, is cut or carries an error
+/// before that event throws: a reply cut short may lack a tool call or half of its arguments, so none of it goes into
+/// the history. What the events mean differs by API, and is each reader's Add.
+/// </summary>
+abstract class EventStreamReader(TextWriter output)
+{
+    bool printed;
+
+    /// <summary>The event that ends a reply, as the error line of a stream without it names it.</summary>
+    protected abstract string EndMarker { get; }
+
+    /// <summary>One event: its data as text and, when it is one, as a JSON object. Returns the whole reply once the
+    /// event that ends it has come, else null.</summary>
+    protected abstract JsonObject? Add(string data, JsonObject? json, int position);
+
+    protected async Task<JsonObject> ReadEventsAsync(Stream stream, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken)
+    {
         try
         {
             await foreach (string data in ServerSentEvents.ReadDataAsync(stream, cancellationToken))
             {
                 if (events.Count == 0)
                     waiting?.Dispose(); // the reply has begun: clear the "waiting" line, once, before any text shows
-                JsonObject? chunk = data == "[DONE]" ? null : UsableChunk(data);
-                events.Add(chunk ?? (JsonNode)JsonValue.Create(data)); // as sent: a chunk as JSON, anything else ([DONE]) as text
-                if (data == "[DONE]")
-                    return reply.ToCompletion();
-                if (chunk is null)
-                    throw new FlowException($"event {events.Count} of the stream is not a valid JSON object: {(data.Length > 120 ? data[..120] + "…" : data)}");
-                if (chunk["error"] is JsonNode error)
-                    throw new FlowException("the stream carried an error instead of the next chunk: " +
-                        (Json.String(Json.At(error, "message") ?? error) ?? Json.Compact(error)));
-                reply.Add(chunk);
+                JsonObject? json = UsableObject(data);
+                events.Add(json ?? (JsonNode)JsonValue.Create(data)); // as sent: an object as JSON, anything else ([DONE]) as text
+                if (Add(data, json, events.Count) is JsonObject reply)
+                    return reply;
             }
         }
         catch (IOException e) when (events.Count > 0) // before the first event it is a connection error, and retried
@@ -828,21 +901,21 @@ sealed class StreamedReply
         }
         finally
         {
-            reply.EndText();
+            EndText();
         }
         throw Incomplete(events.Count, "ended");
     }
 
     /// <summary>The event's data as a JSON object, else null. An object holding an unpaired surrogate escape ("\ud800")
     /// counts as none: it parses, but could not be written back into a trace, a recording or the history.</summary>
-    static JsonObject? UsableChunk(string data)
+    static JsonObject? UsableObject(string data)
     {
-        if (Json.TryParse(data) is not JsonObject chunk)
+        if (Json.TryParse(data) is not JsonObject json)
             return null;
         try
         {
-            Json.Utf8(chunk);
-            return chunk;
+            Json.Utf8(json);
+            return json;
         }
         catch (InvalidOperationException)
         {
@@ -850,12 +923,78 @@ sealed class StreamedReply
         }
     }
 
-    static FlowException Incomplete(int events, string how, string cause = "") => new(
-        $"the stream {how} after {ToolCalling.Plural(events, "event")}, before data: [DONE]{cause}. " +
+    FlowException Incomplete(int events, string how, string cause = "") => new(
+        $"the stream {how} after {ToolCalling.Plural(events, "event")}, before {EndMarker}{cause}. " +
         "The reply may be incomplete, so none of it is used; try again.");
 
+    protected static FlowException NotAnObject(int position, string data) =>
+        new($"event {position} of the stream is not a valid JSON object: {(data.Length > 120 ? data[..120] + "…" : data)}");
+
+    /// <summary>An error event: the server's message, whatever shape it came in.</summary>
+    protected static FlowException ErrorEvent(string instead, JsonNode? message) =>
+        new($"the stream carried an error instead of {instead}: {Json.String(message) ?? Json.Compact(message)}");
+
+    /// <summary>A piece of text: kept, and shown at once (flushed), so a reader sees the words appear.</summary>
+    protected void Print(StringBuilder text, JsonNode? piece)
+    {
+        if (Json.String(piece) is not { Length: > 0 } words)
+            return;
+        text.Append(words);
+        output.Write(words);
+        output.Flush();
+        printed = true;
+    }
+
+    /// <summary>Ends the printed text with a line break, also when the stream failed, so an error gets a line of its own.</summary>
+    void EndText()
+    {
+        if (printed)
+            output.WriteLine();
+        output.Flush();
+    }
+
+    protected static int? Index(JsonObject item, string name = "index") =>
+        item[name] is JsonValue value && value.TryGetValue(out int index) ? index : null;
+}
+
+/// <summary>A streamed reply, put back together into the completion (with choices[0].message) a JSON reply would be.</summary>
+sealed class StreamedReply(TextWriter output) : EventStreamReader(output)
+{
+    readonly StringBuilder content = new(), refusal = new();
+    readonly List<PartialCall> calls = [];
+    readonly Dictionary<int, PartialCall> callsByIndex = [];
+    PartialCall? lastCall;
+    JsonObject? firstChunk;
+    JsonObject? usage;
+    string role = "assistant";
+    string? finishReason;
+    bool hasChoice;
+
+    /// <summary>
+    /// Reads the events up to `data: [DONE]`, writing the text to `output` as it arrives and keeping every event in
+    /// `events` (for --record and --trace). An error event, or a stream that ends before [DONE], throws (see
+    /// EventStreamReader).
+    /// </summary>
+    public static Task<JsonObject> ReadAsync(
+        Stream stream, TextWriter output, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken) =>
+        new StreamedReply(output).ReadEventsAsync(stream, events, waiting, cancellationToken);
+
+    protected override string EndMarker => "data: [DONE]";
+
+    protected override JsonObject? Add(string data, JsonObject? chunk, int position)
+    {
+        if (data == "[DONE]")
+            return ToCompletion();
+        if (chunk is null)
+            throw NotAnObject(position, data);
+        if (chunk["error"] is JsonNode error)
+            throw ErrorEvent("the next chunk", Json.At(error, "message") ?? error);
+        AddChunk(chunk);
+        return null;
+    }
+
     /// <summary>One chat.completion.chunk.</summary>
-    void Add(JsonObject chunk)
+    void AddChunk(JsonObject chunk)
     {
         firstChunk ??= chunk;
         if (chunk["usage"] is JsonObject chunkUsage)
@@ -878,25 +1017,6 @@ sealed class StreamedReply
                     AddFragment(callFragment);
             }
         }
-    }
-
-    /// <summary>A piece of text: kept, and shown at once (flushed), so a reader sees the words appear.</summary>
-    void Print(StringBuilder text, JsonNode? piece)
-    {
-        if (Json.String(piece) is not { Length: > 0 } words)
-            return;
-        text.Append(words);
-        output.Write(words);
-        output.Flush();
-        printed = true;
-    }
-
-    /// <summary>Ends the printed text with a line break, also when the stream failed, so an error gets a line of its own.</summary>
-    void EndText()
-    {
-        if (printed)
-            output.WriteLine();
-        output.Flush();
     }
 
     /// <summary>
@@ -960,8 +1080,6 @@ sealed class StreamedReply
         };
     }
 
-    static int? Index(JsonObject item) => item["index"] is JsonValue value && value.TryGetValue(out int index) ? index : null;
-
     static string? NonEmpty(JsonNode? node) => Json.String(node) is { Length: > 0 } text ? text : null;
 
     /// <summary>What has arrived so far of one tool call.</summary>
@@ -999,6 +1117,554 @@ sealed class StreamedReply
             foreach ((string key, JsonNode? value) in Extra)
                 call[key] = value?.DeepClone();
             return call;
+        }
+    }
+}
+
+// =====================================================================================================================
+// The same four steps on the OpenAI Responses API (--api responses)
+//
+// POST {base}/responses. The conversation is a list of `input` items, and the reply's `output` is a list of items
+// too. What differs from Chat Completions, step by step:
+//   Step 1  `tools` are flat: {"type":"function","name","description","parameters","strict"}, no "function" wrapper.
+//           Send `strict` always: left out, the Responses API makes a schema strict when it can (Chat Completions never
+//           does), and the model then sends null for every optional argument.
+//   Step 2  A call is an output item {"type":"function_call","call_id","name","arguments"}; `arguments` is still a
+//           JSON string. Decide on these items, not on `status` (a reply that calls tools is "completed" too).
+//   Step 3  Append the output items as received, then one {"type":"function_call_output","call_id","output"} per call.
+//           The call_id pairs them, not the item's own id ("fc_…"); leave a call unanswered and the next request fails.
+//   Step 4  The text is in the `message` item, in its `output_text` parts. (The `output_text` field some SDKs offer
+//           is theirs: the API does not send it.)
+// Streamed, the reply is typed events (response.output_item.added, response.function_call_arguments.delta, …) that end
+// with response.completed, not chunks that end with [DONE]; StreamedResponse turns them into the same response.
+// =====================================================================================================================
+
+static class ResponsesToolCalling
+{
+    /// <summary>Runs the whole flow for one question and returns the model's final text.</summary>
+    public static async Task<string> RunAsync(
+        ChatClient client, string model, string question, IReadOnlyList<Tool> tools, ToolOptions options, int maxRounds,
+        StepLog log, CancellationToken cancellationToken)
+    {
+        // Step 1: send the question and the tools. As with Chat Completions, the request object is the conversation:
+        // step 3 appends to its `input` and step 4 sends the same object again.
+        var input = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question });
+        var request = new JsonObject
+        {
+            ["model"] = model,
+            ["input"] = input,
+            ["tools"] = ToolDefinitions(tools, options.Strict),
+        };
+        if (ToolChoiceValue(options.ToolChoice) is JsonNode toolChoice)
+            request["tool_choice"] = toolChoice;
+        if (!options.ParallelToolCalls)
+            request["parallel_tool_calls"] = false;
+        log.Step(1, $"POST {client.Url}: 1 input item, tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolCalling.ToolFieldsShown(request, options)}");
+        JsonObject response = await client.PostAsync(request, cancellationToken);
+
+        for (int round = 1; ; round++)
+        {
+            // Step 2: read `output`. Its function_call items are the calls; without any, the reply is the answer.
+            JsonArray output = TakeOutput(response);
+            JsonObject[] calls = [.. output.OfType<JsonObject>().Where(item => Json.String(item["type"]) == "function_call")];
+            string status = Json.String(response["status"]) ?? "missing";
+            int step = round == 1 ? 2 : 4; // the reply to step 1 is read in step 2; every later reply is step 4's
+            if (calls.Length == 0)
+            {
+                log.Step(step, $"the model answers with text (status \"{status}\"{client.LastUsage})");
+                return OutputText(output, response, log);
+            }
+            log.Step(step, $"the model asks for {ToolCalling.Plural(calls.Length, "tool call")} (status \"{status}\"{client.LastUsage})");
+            if (round > maxRounds)
+                throw ToolCalling.RoundLimitReached(maxRounds);
+            if (calls.FirstOrDefault(call => Json.String(call["call_id"]) is not { Length: > 0 }) is not null)
+                throw new FlowException("a function_call item in the reply has no call_id, so no output could be paired with it; the reply is malformed.");
+
+            // Step 3: the output items go into `input` first, as received: the function calls, and whatever came with
+            // them (a reasoning model's reasoning items, which it needs to see again beside its calls). Then one
+            // function_call_output per call, in the calls' order, each with its call's call_id.
+            JsonNode?[] received = [.. output];
+            output.Clear(); // a JSON node has one parent: the items move from the response into the conversation
+            foreach (JsonNode? item in received)
+                input.Add(item);
+            foreach (JsonObject call in calls)
+            {
+                string name = Json.String(call["name"]) ?? "";
+                string result = ToolCalling.RunToolCall(name, call["arguments"], tools);
+                log.Step(3, $"{name}({Json.String(call["arguments"])}) -> {result}");
+                JsonNode callOutput = new JsonObject { ["type"] = "function_call_output", ["call_id"] = call["call_id"]!.DeepClone(), ["output"] = result };
+                input.Add(callOutput);
+            }
+
+            // Step 4: send the whole conversation again. The reply goes back to step 2: text ends the flow, more
+            // function calls start another round.
+            string released = "";
+            if (options.ForcesACall && round == 1)
+            {
+                // As in Chat Completions: a forced call is forced on every request that carries the choice.
+                request["tool_choice"] = "auto";
+                released = "; tool_choice now \"auto\"";
+            }
+            log.Step(4, $"POST {client.Url}: {ToolCalling.Plural(input.Count, "input item")} ({InputShape(input)}){released}");
+            response = await client.PostAsync(request, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// The `tools` of step 1, flat: {"type":"function","name","description","parameters","strict"}. `strict` is sent
+    /// false too: left out, the API would make the schema strict where it can (see the section's header).
+    /// </summary>
+    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools, bool strict = false)
+    {
+        var definitions = new JsonArray();
+        foreach (Tool tool in tools)
+        {
+            JsonNode definition = new JsonObject
+            {
+                ["type"] = "function",
+                ["name"] = tool.Name,
+                ["description"] = tool.Description,
+                ["parameters"] = ToolCalling.Parameters(tool, strict),
+                ["strict"] = strict,
+            };
+            definitions.Add(definition);
+        }
+        return definitions;
+    }
+
+    /// <summary>`tool_choice`: a mode as a string, as in Chat Completions; a function flat too, {"type":"function","name"}.</summary>
+    static JsonNode? ToolChoiceValue(string? choice) => choice switch
+    {
+        null => null,
+        "auto" or "none" or "required" => JsonValue.Create(choice),
+        string name => new JsonObject { ["type"] = "function", ["name"] = name },
+    };
+
+    /// <summary>Step 2's read: `output`, detached from the response so that step 3 can move its items into `input`.</summary>
+    static JsonArray TakeOutput(JsonObject response)
+    {
+        if (response["output"] is not JsonArray output)
+            throw new FlowException("the response has no output array, so there is nothing to read. Try the request again.");
+        response.Remove("output");
+        return output;
+    }
+
+    /// <summary>The answer: the text of the `message` items' output_text parts, or their refusal if the model refused.</summary>
+    static string OutputText(JsonArray output, JsonObject response, StepLog log)
+    {
+        JsonNode?[] parts = [.. output.Where(item => Json.String(Json.At(item, "type")) == "message").SelectMany(item => Json.At(item, "content") as JsonArray ?? [])];
+        string Joined(string type, string field) =>
+            string.Concat(parts.Where(part => Json.String(Json.At(part, "type")) == type).Select(part => Json.String(Json.At(part, field))));
+        if (Joined("output_text", "text") is { Length: > 0 } text)
+            return text;
+        if (Joined("refusal", "refusal") is { Length: > 0 } refusal)
+        {
+            log.Info("The model refused; its refusal is printed as the answer.");
+            return refusal;
+        }
+        string why = Json.String(Json.At(response, "incomplete_details", "reason")) is string reason ? $" (incomplete: {reason})" : "";
+        throw new FlowException($"the response's output has neither text nor function_call items{why}, so there is no answer to print.");
+    }
+
+    static string InputShape(JsonArray input) =>
+        string.Join(", ", input.Select(item => Json.String(Json.At(item, "type")) is string type and not "message"
+            ? type
+            : Json.String(Json.At(item, "role")) ?? "?"));
+}
+
+/// <summary>
+/// A streamed Responses API reply, put back together into the response a JSON reply is. Each event's data says what it
+/// is in "type". Output items are told apart by `output_index`: response.output_item.added starts one (a function_call
+/// with empty arguments, a message with no parts yet), response.function_call_arguments.delta and
+/// response.output_text.delta bring pieces of its arguments or text (joined as text, parsed only in step 3), their
+/// .done events and response.output_item.done bring it whole. response.completed ends the reply with the rest of the
+/// response (status, usage); its `output` is taken from the items, since not every server repeats them there.
+/// </summary>
+sealed class StreamedResponse(TextWriter output) : EventStreamReader(output)
+{
+    readonly SortedDictionary<int, PartialItem> items = [];
+
+    public static Task<JsonObject> ReadAsync(
+        Stream stream, TextWriter output, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken) =>
+        new StreamedResponse(output).ReadEventsAsync(stream, events, waiting, cancellationToken);
+
+    protected override string EndMarker => "response.completed";
+
+    protected override JsonObject? Add(string data, JsonObject? json, int position)
+    {
+        if (json is null)
+            throw NotAnObject(position, data);
+        // The events' objects stay as received (they are recorded): what is kept of them is copied.
+        switch (Json.String(json["type"]))
+        {
+            case "response.output_item.added" when json["item"] is JsonObject item:
+                ItemAt(json).Item = (JsonObject)item.DeepClone();
+                break;
+            case "response.function_call_arguments.delta":
+                ItemAt(json).Arguments.Append(Json.String(json["delta"]));
+                break;
+            case "response.function_call_arguments.done" when Json.String(json["arguments"]) is string arguments:
+                ItemAt(json).Arguments.Clear().Append(arguments); // whole: it replaces the pieces
+                break;
+            case "response.content_part.added" when json["part"] is JsonObject part:
+                ItemAt(json).Parts[Index(json, "content_index") ?? 0] = (JsonObject)part.DeepClone();
+                break;
+            case "response.output_text.delta":
+                Print(ItemAt(json).Text(Index(json, "content_index") ?? 0, "output_text"), json["delta"]);
+                break;
+            case "response.refusal.delta":
+                Print(ItemAt(json).Text(Index(json, "content_index") ?? 0, "refusal"), json["delta"]);
+                break;
+            case "response.output_item.done" when json["item"] is JsonObject item:
+                ItemAt(json).Done = (JsonObject)item.DeepClone(); // the item whole, as the server finished it
+                break;
+            case "response.completed" or "response.incomplete":
+                return ToResponse(json["response"] as JsonObject ?? throw new FlowException($"event {position} ({Json.String(json["type"])}) has no response object."));
+            case "response.failed":
+                throw ErrorEvent("the response", Json.At(json, "response", "error", "message") ?? json);
+            case "error":
+                throw ErrorEvent("the response", json["message"] ?? json);
+        }
+        return null; // response.created, .in_progress, the other .done events: nothing the reply needs
+    }
+
+    /// <summary>The item an event is about: by output_index; without one, by item_id; else the last one.</summary>
+    PartialItem ItemAt(JsonObject json)
+    {
+        int index = Index(json, "output_index")
+            ?? items.Where(pair => Json.String(pair.Value.Item["id"]) is string id && id == Json.String(json["item_id"])).Select(pair => (int?)pair.Key).FirstOrDefault()
+            ?? (items.Count > 0 ? items.Keys.Last() : 0);
+        if (!items.TryGetValue(index, out PartialItem? item))
+            items[index] = item = new PartialItem();
+        return item;
+    }
+
+    JsonObject ToResponse(JsonObject completed)
+    {
+        var response = (JsonObject)completed.DeepClone();
+        if (items.Count > 0)
+            response["output"] = new JsonArray([.. items.Values.Select(item => (JsonNode)item.ToJson())]);
+        return response;
+    }
+
+    /// <summary>What has arrived so far of one output item.</summary>
+    sealed class PartialItem
+    {
+        public JsonObject Item { get; set; } = [];
+        public JsonObject? Done { get; set; }
+        public StringBuilder Arguments { get; } = new();
+        public SortedDictionary<int, JsonObject> Parts { get; } = [];
+        readonly SortedDictionary<int, (string Field, StringBuilder Text)> texts = [];
+
+        /// <summary>The text of content part `index`, whose type is "output_text" (its field "text") or "refusal".</summary>
+        public StringBuilder Text(int index, string type)
+        {
+            if (!texts.TryGetValue(index, out (string Field, StringBuilder Text) text))
+                texts[index] = text = (type == "refusal" ? "refusal" : "text", new StringBuilder());
+            return text.Text;
+        }
+
+        public JsonObject ToJson()
+        {
+            if (Done is not null)
+                return Done;
+            if (Json.String(Item["type"]) == "function_call")
+                Item["arguments"] = Arguments.ToString();
+            foreach ((int index, (string field, StringBuilder text)) in texts)
+            {
+                if (!Parts.ContainsKey(index))
+                    Parts[index] = field == "text"
+                        ? new JsonObject { ["type"] = "output_text", ["annotations"] = new JsonArray(), ["logprobs"] = new JsonArray() }
+                        : new JsonObject { ["type"] = "refusal" };
+                Parts[index][field] = text.ToString();
+            }
+            if (Parts.Count > 0)
+                Item["content"] = new JsonArray([.. Parts.Values.Select(part => (JsonNode)part)]);
+            return Item;
+        }
+    }
+}
+
+// =====================================================================================================================
+// The same four steps on the Anthropic Messages API (--api anthropic)
+//
+// POST {base}/messages, with the key in `x-api-key` (not Authorization) and the API version in `anthropic-version`.
+// The conversation is `messages` again, but a message's content is a list of blocks. What differs, step by step:
+//   Step 1  `tools` are {name, description, input_schema}: no "type", no wrapper, and the schema is `input_schema`.
+//           `max_tokens` is required.
+//   Step 2  A call is a content block {"type":"tool_use","id","name","input"}, and `input` is a JSON *object*, not a
+//           string. stop_reason is "tool_use" then; decide on the blocks, since they are what step 3 answers.
+//   Step 3  Append the assistant's `content` as received (its text blocks too), then ONE user message holding a
+//           {"type":"tool_result","tool_use_id","content"} block per call, results first, in the very next message;
+//           a failed call says so with "is_error": true. There is no "tool" role.
+//   Step 4  The answer is the text blocks of `content`.
+// Streamed, the reply is events (message_start, content_block_start, content_block_delta with text_delta or
+// input_json_delta, content_block_stop, message_delta, message_stop; ping and error) that StreamedMessage turns into the
+// same message.
+// =====================================================================================================================
+
+static class AnthropicToolCalling
+{
+    /// <summary>The most tokens one reply may have: required by the Messages API (the OpenAI APIs have a default).</summary>
+    public const int MaxTokens = 1024;
+
+    /// <summary>Runs the whole flow for one question and returns the model's final text.</summary>
+    public static async Task<string> RunAsync(
+        ChatClient client, string model, string question, IReadOnlyList<Tool> tools, ToolOptions options, int maxRounds,
+        StepLog log, CancellationToken cancellationToken)
+    {
+        // Step 1: send the question and the tools. As with Chat Completions, the request object is the conversation:
+        // step 3 appends to its `messages` and step 4 sends the same object again.
+        var messages = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question });
+        var request = new JsonObject
+        {
+            ["model"] = model,
+            ["max_tokens"] = MaxTokens,
+            ["messages"] = messages,
+            ["tools"] = ToolDefinitions(tools),
+        };
+        if (ToolChoiceValue(options) is JsonObject toolChoice)
+            request["tool_choice"] = toolChoice;
+        log.Step(1, $"POST {client.Url}: 1 message, tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolCalling.ToolFieldsShown(request, options)}");
+        JsonObject response = await client.PostAsync(request, cancellationToken);
+
+        for (int round = 1; ; round++)
+        {
+            // Step 2: read `content`, a list of blocks. Its tool_use blocks are the calls; without any, it is the answer.
+            JsonArray content = TakeContent(response);
+            JsonObject[] calls = [.. content.OfType<JsonObject>().Where(block => Json.String(block["type"]) == "tool_use")];
+            string stopReason = Json.String(response["stop_reason"]) ?? "missing";
+            int step = round == 1 ? 2 : 4; // the reply to step 1 is read in step 2; every later reply is step 4's
+            if (calls.Length == 0)
+            {
+                log.Step(step, $"the model answers with text (stop_reason \"{stopReason}\"{client.LastUsage})");
+                return TextOf(content, stopReason);
+            }
+            log.Step(step, $"the model asks for {ToolCalling.Plural(calls.Length, "tool call")} (stop_reason \"{stopReason}\"{client.LastUsage})");
+            if (round > maxRounds)
+                throw ToolCalling.RoundLimitReached(maxRounds);
+            if (calls.FirstOrDefault(call => Json.String(call["id"]) is not { Length: > 0 }) is not null)
+                throw new FlowException("a tool_use block in the reply has no id, so no tool_result could be paired with it; the reply is malformed.");
+
+            // Step 3: the assistant's content goes into the history first, as received (text and thinking blocks too).
+            // Then ONE user message: a tool_result block per call, in the calls' order, each with its call's id, and
+            // nothing before them. A failed call gets "is_error": true, so the model knows it did not work.
+            JsonNode assistant = new JsonObject { ["role"] = "assistant", ["content"] = content };
+            messages.Add(assistant);
+            var results = new JsonArray();
+            foreach (JsonObject call in calls)
+            {
+                string name = Json.String(call["name"]) ?? "";
+                (string result, bool failed) = ToolCalling.RunToolCallReportingFailure(name, call["input"], tools);
+                log.Step(3, $"{name}({Json.Compact(call["input"])}) -> {result}");
+                var toolResult = new JsonObject { ["type"] = "tool_result", ["tool_use_id"] = call["id"]!.DeepClone(), ["content"] = result };
+                if (failed)
+                    toolResult["is_error"] = true;
+                results.Add((JsonNode)toolResult);
+            }
+            JsonNode answers = new JsonObject { ["role"] = "user", ["content"] = results };
+            messages.Add(answers);
+
+            // Step 4: send the whole history again. The reply goes back to step 2: text ends the flow, more tool_use
+            // blocks start another round.
+            string released = "";
+            if (options.ForcesACall && round == 1)
+            {
+                // As in Chat Completions: a forced call ("any" or a tool) is forced on every request that carries it.
+                request["tool_choice"] = ToolChoiceValue(options with { ToolChoice = "auto" });
+                released = $"; tool_choice now {Json.Compact(request["tool_choice"])}";
+            }
+            log.Step(4, $"POST {client.Url}: {ToolCalling.Plural(messages.Count, "message")} ({HistoryShape(messages)}){released}");
+            response = await client.PostAsync(request, cancellationToken);
+        }
+    }
+
+    /// <summary>The `tools` of step 1: {name, description, input_schema}.</summary>
+    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools)
+    {
+        var definitions = new JsonArray();
+        foreach (Tool tool in tools)
+        {
+            JsonNode definition = new JsonObject
+            {
+                ["name"] = tool.Name,
+                ["description"] = tool.Description,
+                ["input_schema"] = ToolCalling.Parameters(tool, strict: false),
+            };
+            definitions.Add(definition);
+        }
+        return definitions;
+    }
+
+    /// <summary>
+    /// `tool_choice` is an object: {"type":"auto"}, {"type":"none"}, {"type":"any"} (what the OpenAI APIs call
+    /// "required") or {"type":"tool","name"}. --no-parallel is a field of it, "disable_parallel_tool_use": true.
+    /// </summary>
+    static JsonObject? ToolChoiceValue(ToolOptions options)
+    {
+        if (options.ToolChoice is null && options.ParallelToolCalls)
+            return null;
+        string type = options.ToolChoice switch { null or "auto" => "auto", "none" => "none", "required" => "any", _ => "tool" };
+        var choice = new JsonObject { ["type"] = type };
+        if (type == "tool")
+            choice["name"] = options.ToolChoice;
+        if (!options.ParallelToolCalls)
+            choice["disable_parallel_tool_use"] = true;
+        return choice;
+    }
+
+    /// <summary>Step 2's read: `content`, detached from the response so that step 3 can append it as it is.</summary>
+    static JsonArray TakeContent(JsonObject response)
+    {
+        if (response["content"] is not JsonArray content)
+            throw new FlowException("the message has no content array, so there is nothing to read. Try the request again.");
+        response.Remove("content");
+        return content;
+    }
+
+    /// <summary>The answer: the text blocks, joined.</summary>
+    static string TextOf(JsonArray content, string stopReason)
+    {
+        string text = string.Concat(content.Where(block => Json.String(Json.At(block, "type")) == "text").Select(block => Json.String(Json.At(block, "text"))));
+        return text.Length > 0
+            ? text
+            : throw new FlowException($"the message has neither text nor tool_use blocks (stop_reason \"{stopReason}\"), so there is no answer to print.");
+    }
+
+    static string HistoryShape(JsonArray messages) =>
+        string.Join(", ", messages.Select(message =>
+        {
+            string role = Json.String(Json.At(message, "role")) ?? "?";
+            string[] types = [.. (Json.At(message, "content") as JsonArray ?? []).Select(block => Json.String(Json.At(block, "type")))
+                .Where(type => type is "tool_use" or "tool_result").Select(type => type!)];
+            return types.Length == 0 ? role : $"{role} with {ToolCalling.Plural(types.Length, types[0])}";
+        }));
+}
+
+/// <summary>
+/// A streamed Messages API reply, put back together into the message a JSON reply is. message_start brings the message
+/// with empty `content`; each block then comes as content_block_start (a tool_use block with its id, name and an empty
+/// input), content_block_delta events for its `index`, and content_block_stop. A delta appends to one field of its
+/// block: text_delta to "text" (shown as it arrives), input_json_delta's partial_json to the input's JSON text (parsed
+/// once the message is whole: the pieces split it anywhere), and with extended thinking, thinking_delta and
+/// signature_delta to "thinking" and "signature". message_delta brings stop_reason and the usage so far; message_stop
+/// ends the reply. ping keeps the connection alive; an error event ends the stream.
+/// </summary>
+sealed class StreamedMessage(TextWriter output) : EventStreamReader(output)
+{
+    readonly SortedDictionary<int, PartialBlock> blocks = [];
+    JsonObject message = [];
+
+    public static Task<JsonObject> ReadAsync(
+        Stream stream, TextWriter output, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken) =>
+        new StreamedMessage(output).ReadEventsAsync(stream, events, waiting, cancellationToken);
+
+    protected override string EndMarker => "message_stop";
+
+    protected override JsonObject? Add(string data, JsonObject? json, int position)
+    {
+        if (json is null)
+            throw NotAnObject(position, data);
+        // The events' objects stay as received (they are recorded): what is kept of them is copied.
+        switch (Json.String(json["type"]))
+        {
+            case "message_start" when json["message"] is JsonObject start:
+                message = (JsonObject)start.DeepClone();
+                break;
+            case "content_block_start" when json["content_block"] is JsonObject block:
+                blocks[Index(json) ?? blocks.Count] = new PartialBlock((JsonObject)block.DeepClone());
+                break;
+            case "content_block_delta" when json["delta"] is JsonObject delta:
+                AddDelta(BlockAt(json), delta);
+                break;
+            case "message_delta":
+                foreach ((string field, JsonNode? value) in json["delta"] as JsonObject ?? [])
+                    message[field] = value?.DeepClone(); // stop_reason, stop_sequence
+                if (json["usage"] is JsonObject usage)
+                {
+                    JsonObject total = message["usage"] as JsonObject ?? [];
+                    foreach ((string field, JsonNode? value) in usage)
+                        total[field] = value?.DeepClone(); // the counts so far, not the last few: they replace
+                    message["usage"] = total;
+                }
+                break;
+            case "message_stop":
+                return ToMessage();
+            case "error":
+                throw ErrorEvent("the message", Json.At(json, "error", "message") ?? json);
+        }
+        return null; // ping, content_block_stop: nothing to keep
+    }
+
+    PartialBlock BlockAt(JsonObject json)
+    {
+        int index = Index(json) ?? (blocks.Count > 0 ? blocks.Keys.Last() : 0);
+        if (!blocks.TryGetValue(index, out PartialBlock? block))
+            blocks[index] = block = new PartialBlock(new JsonObject { ["type"] = "text", ["text"] = "" });
+        return block;
+    }
+
+    void AddDelta(PartialBlock block, JsonObject delta)
+    {
+        (string? field, string piece) = Json.String(delta["type"]) switch
+        {
+            "text_delta" => ("text", "text"),
+            "input_json_delta" => ("input", "partial_json"),
+            "thinking_delta" => ("thinking", "thinking"),
+            "signature_delta" => ("signature", "signature"),
+            _ => ((string?)null, ""),
+        };
+        if (field == "text")
+            Print(block.Field(field), delta[piece]);
+        else if (field is not null)
+            block.Field(field).Append(Json.String(delta[piece]));
+    }
+
+    JsonObject ToMessage()
+    {
+        message["content"] = new JsonArray([.. blocks.Select(pair => (JsonNode)pair.Value.ToJson(pair.Key))]);
+        return message;
+    }
+
+    /// <summary>What has arrived so far of one content block.</summary>
+    sealed class PartialBlock(JsonObject block)
+    {
+        readonly Dictionary<string, StringBuilder> fields = [];
+
+        /// <summary>The text of a field that deltas append to; "text", "thinking" and "signature" start from the block's
+        /// own value, the input's JSON text from nothing (the block's input is {} until then).</summary>
+        public StringBuilder Field(string name)
+        {
+            if (!fields.TryGetValue(name, out StringBuilder? text))
+                fields[name] = text = new StringBuilder(name == "input" ? "" : Json.String(block[name]) ?? "");
+            return text;
+        }
+
+        public JsonObject ToJson(int index)
+        {
+            foreach ((string name, StringBuilder text) in fields)
+            {
+                if (name != "input")
+                    block[name] = text.ToString();
+                else if (!string.IsNullOrWhiteSpace(text.ToString()))
+                    block[name] = Input(text.ToString(), index); // no pieces (a tool without parameters): {} stays
+            }
+            return block;
+        }
+
+        JsonObject Input(string text, int index)
+        {
+            try
+            {
+                if (Json.Parse(text) is JsonObject input)
+                    return input;
+            }
+            catch (JsonException)
+            {
+            }
+            throw new FlowException(
+                $"the input of content block {index} ({Json.String(block["name"])}) is not a JSON object once its streamed pieces are joined: " +
+                $"{(text.Length > 120 ? text[..120] + "…" : text)}");
         }
     }
 }
@@ -1415,9 +2081,12 @@ static class Cli
     public const string DefaultQuestion = "What's the weather in London right now?";
     public const string DefaultModel = "gpt-4o-mini";
     public const string OpenAIBaseUrl = "https://api.openai.com/v1";
+    public const string DefaultAnthropicModel = "claude-haiku-4-5";
+    public const string AnthropicBaseUrl = "https://api.anthropic.com/v1";
 
     public const string Help = """
-        ToolCall: LLM function calling in four explicit steps, over an OpenAI-compatible Chat Completions API.
+        ToolCall: LLM function calling in four explicit steps, over an OpenAI-compatible Chat Completions API
+        (or, with --api, the OpenAI Responses API or the Anthropic Messages API).
 
         Usage:
           ToolCall [QUESTION] [options]        ask QUESTION (default: "What's the weather in London right now?")
@@ -1428,8 +2097,12 @@ static class Cli
           With neither OPENAI_API_KEY nor a base URL, it replays cassettes/weather.json (or the cassette named
           after the options below) offline on a local port. Otherwise it is live: against --base-url or OPENAI_BASE_URL (default https://api.openai.com/v1).
           The key is read only from OPENAI_API_KEY; a key is optional when a base URL is given.
+          With --api anthropic: ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL (default https://api.anthropic.com/v1) and
+          ANTHROPIC_MODEL (default claude-haiku-4-5) instead.
 
         Options:
+          --api API          chat (default: POST /chat/completions), responses (POST /responses) or anthropic
+                             (POST /messages); offline: cassettes/responses-weather.json, anthropic-weather.json
           --base-url URL     the API's base URL, e.g. http://localhost:11434/v1 (or OPENAI_BASE_URL)
           --model NAME       the model (or OPENAI_MODEL; default gpt-4o-mini)
           --replay FILE      answer from a cassette on a local port instead of a live API
@@ -1440,9 +2113,9 @@ static class Cli
                              (offline: cassettes/tool-choice-C.json, bundled for auto, none, required, get_weather)
           --no-parallel      parallel_tool_calls: false, at most one tool call per reply (offline: no-parallel.json)
           --strict           strict: true on every function, its schema in strict form (offline: strict.json;
-                             with --no-parallel: no-parallel+strict.json)
+                             with --no-parallel: no-parallel+strict.json); not with --api anthropic
           --stream           ask for the replies as server-sent events and print the text as it arrives
-                             (offline: weather-stream.json)
+                             (offline: weather-stream.json, responses-weather-stream.json, anthropic-weather-stream.json)
           --retries N        send a request again up to N times after 408, 409, 429, 5xx, a timeout or a
                              connection error, waiting as the server asks or backing off (default 2)
           --timeout SECONDS  the most one request may take, response body included (default 60)
@@ -1503,13 +2176,15 @@ static class Cli
         Options options, Func<string, string?> environment, TextWriter stdout, TextWriter stderr,
         CancellationToken cancellationToken, bool interactive)
     {
-        string? apiKey = NonEmpty(environment("OPENAI_API_KEY"));
-        string? baseUrl = options.BaseUrl ?? NonEmpty(environment("OPENAI_BASE_URL"));
-        string model = options.Model ?? NonEmpty(environment("OPENAI_MODEL")) ?? DefaultModel;
+        ApiSettings settings = ApiSettings.For(options.Api);
+        string? apiKey = NonEmpty(environment(settings.KeyVariable));
+        string? baseUrl = options.BaseUrl ?? NonEmpty(environment(settings.BaseUrlVariable));
+        string model = options.Model ?? NonEmpty(environment(settings.ModelVariable)) ?? settings.DefaultModel;
         var log = new StepLog(stderr, options.Trace, interactive);
 
         Tool[] tools = DemoTools.Create();
         CheckToolChoice(options.ToolChoice, tools);
+        CheckOptionsFitTheApi(options);
         var toolOptions = new ToolOptions(options.ToolChoice, ParallelToolCalls: !options.NoParallel, options.Strict);
         if (options.Strict && !options.NoParallel)
             log.Info("Note: OpenAI documents strict schemas as not compatible with parallel function calls (a parallel call " +
@@ -1523,7 +2198,7 @@ static class Cli
         {
             string name = DefaultCassetteName(options);
             replayPath = FindDefaultCassette(name) ?? throw new UsageException(
-                $"no cassettes/{name} here to replay. Pass --replay FILE, or set OPENAI_API_KEY or --base-url for a live run.");
+                $"no cassettes/{name} here to replay. Pass --replay FILE, or set {settings.KeyVariable} or --base-url for a live run.");
         }
         if (options.Record is not null && Path.GetDirectoryName(Path.GetFullPath(options.Record)) is string folder && !Directory.Exists(folder))
             throw new UsageException($"--record {options.Record}: the folder {folder} does not exist. Create it or choose another path.");
@@ -1533,14 +2208,15 @@ static class Cli
         if (replayPath is not null)
         {
             Cassette cassette = Cassette.Load(replayPath);
+            CheckCassetteFitsTheApi(cassette, replayPath, options.Api);
             question ??= cassette.FirstQuestion(); // replaying without a question asks the recorded one
             replay = ReplayServer.Start(cassette);
             baseUrl = replay.BaseUrl;
             apiKey = null; // a replay needs no key, so the key never leaves the process
-            string why = offlineDefault ? "offline: no OPENAI_API_KEY or --base-url was given" : "offline";
+            string why = offlineDefault ? $"offline: no {settings.KeyVariable} or --base-url was given" : "offline";
             log.Info($"Replaying {Shorter(replayPath)} on {baseUrl} ({why}).");
         }
-        baseUrl ??= OpenAIBaseUrl;
+        baseUrl ??= settings.DefaultBaseUrl;
         if (!Uri.TryCreate(baseUrl, UriKind.Absolute, out Uri? parsed) || parsed.Scheme is not ("http" or "https"))
             throw new UsageException($"the base URL '{baseUrl}' is not an http(s) URL. Use e.g. --base-url http://localhost:11434/v1.");
 
@@ -1552,15 +2228,20 @@ static class Cli
                 Timeout = Timeout.InfiniteTimeSpan,
             };
             Recorder? recorder = options.Record is null ? null : new Recorder(baseUrl);
-            var chat = new ChatClient(http, baseUrl, apiKey, log, recorder)
+            var chat = new ChatClient(http, baseUrl, apiKey, log, recorder, options.Api)
             {
                 Retries = new RetryPolicy { MaxRetries = options.Retries, Timeout = TimeSpan.FromSeconds(options.TimeoutSeconds) },
                 StreamTextTo = options.Stream ? stdout : null,
             };
             try
             {
-                string answer = await ToolCalling.RunAsync(
-                    chat, model, question ?? DefaultQuestion, tools, toolOptions, options.MaxRounds, log, cancellationToken);
+                question ??= DefaultQuestion;
+                string answer = await (options.Api switch
+                {
+                    Api.Responses => ResponsesToolCalling.RunAsync(chat, model, question, tools, toolOptions, options.MaxRounds, log, cancellationToken),
+                    Api.Anthropic => AnthropicToolCalling.RunAsync(chat, model, question, tools, toolOptions, options.MaxRounds, log, cancellationToken),
+                    _ => ToolCalling.RunAsync(chat, model, question, tools, toolOptions, options.MaxRounds, log, cancellationToken),
+                });
                 if (!chat.LastReplyStreamed)
                     stdout.WriteLine(answer); // a streamed answer has been printed as it arrived
                 if (chat.PromptTokens + chat.CompletionTokens > 0)
@@ -1612,8 +2293,12 @@ static class Cli
 
     /// <summary>The cassette the offline demo replays for these options: each option that changes the request on
     /// the wire has a cassette of its own, named after it (tool-choice-required.json, no-parallel.json, strict.json;
-    /// options together: no-parallel+strict.json). Without any it is weather.json; --stream alone, weather-stream.json.</summary>
-    static string DefaultCassetteName(Options options)
+    /// options together: no-parallel+strict.json). Without any it is weather.json; --stream alone, weather-stream.json.
+    /// For --api responses and anthropic, the same names with the API's in front: responses-weather.json.</summary>
+    static string DefaultCassetteName(Options options) =>
+        options.Api == Api.Chat ? ChatCassetteName(options) : $"{options.Api.ToString().ToLowerInvariant()}-{ChatCassetteName(options)}";
+
+    static string ChatCassetteName(Options options)
     {
         var parts = new List<string>();
         if (options.ToolChoice is string choice)
@@ -1636,6 +2321,45 @@ static class Cli
         throw new UsageException(
             $"--tool-choice {choice}: no tool has that name. Use auto, none, required, or the name of a tool to force it: " +
             $"{string.Join(", ", tools.Select(t => t.Name))}.");
+    }
+
+    /// <summary>
+    /// The tool-use options map onto every API (see each API's ToolChoiceValue), with two exceptions, refused here
+    /// before anything is sent.
+    /// </summary>
+    static void CheckOptionsFitTheApi(Options options)
+    {
+        if (options.Api != Api.Anthropic)
+            return;
+        if (options.Strict)
+            throw new UsageException(
+                "--strict is for --api chat and responses: the Anthropic Messages API has strict tool use only as a beta, " +
+                "behind an anthropic-beta header this reference does not send. Run without --strict.");
+        if (options.ToolChoice == "none" && options.NoParallel)
+            throw new UsageException(
+                "--no-parallel does not go with --tool-choice none on --api anthropic: disable_parallel_tool_use is a field " +
+                "of tool_choice, and {\"type\":\"none\"} has no such field (nor any tool call). Drop --no-parallel.");
+    }
+
+    /// <summary>A cassette holds one API's requests: replaying it with another --api could only end in a mismatch.</summary>
+    static void CheckCassetteFitsTheApi(Cassette cassette, string path, Api api)
+    {
+        string expected = ChatClient.PathOf(api);
+        if (cassette.Interactions.FirstOrDefault(i => i.Path is "/chat/completions" or "/responses" or "/messages") is { } first && first.Path != expected)
+        {
+            Api recorded = Enum.GetValues<Api>().First(a => ChatClient.PathOf(a) == first.Path);
+            throw new UsageException(
+                $"cassette {path} holds requests to {first.Path} (--api {recorded.ToString().ToLowerInvariant()}), not to {expected} " +
+                $"(--api {api.ToString().ToLowerInvariant()}). Pass --api {recorded.ToString().ToLowerInvariant()}, or a cassette for this API.");
+        }
+    }
+
+    /// <summary>Where each API's settings come from: chat and responses share OpenAI's variables, anthropic has its own.</summary>
+    sealed record ApiSettings(string KeyVariable, string BaseUrlVariable, string ModelVariable, string DefaultBaseUrl, string DefaultModel)
+    {
+        public static ApiSettings For(Api api) => api == Api.Anthropic
+            ? new("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL", AnthropicBaseUrl, DefaultAnthropicModel)
+            : new("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", OpenAIBaseUrl, Cli.DefaultModel);
     }
 
     /// <summary>cassettes/NAME where you run it, else NAME beside you, else cassettes/NAME above the program.</summary>
@@ -1683,6 +2407,7 @@ sealed class Options
     public int TimeoutSeconds { get; private set; } = 60;
     public bool Help { get; private set; }
     public string? ServeCassette { get; private set; }
+    public Api Api { get; private set; } = Api.Chat;
     public int Port { get; private set; }
     public IPAddress Host { get; private set; } = IPAddress.Loopback;
 
@@ -1712,14 +2437,15 @@ sealed class Options
                 case "--no-parallel" when !serve: options.NoParallel = true; break;
                 case "--strict" when !serve: options.Strict = true; break;
                 case "--stream" when !serve: options.Stream = true; break;
+                case "--api" when !serve: options.Api = ApiNamed(Value()); break;
                 case "--retries" when !serve: options.Retries = WholeNumber(arg, Value(), min: 0, max: 10); break;
                 case "--timeout" when !serve: options.TimeoutSeconds = WholeNumber(arg, Value(), min: 1, max: 3600); break;
                 case "--port" when serve: options.Port = WholeNumber(arg, Value(), min: 0, max: 65535); break;
                 case "--host" when serve: options.Host = Address(arg, Value()); break;
                 case "--api-key" or "--key":
                     throw new UsageException(
-                        "the API key is read only from the OPENAI_API_KEY environment variable, never from the command line, " +
-                        "where other users can see it (ps). Set OPENAI_API_KEY instead.");
+                        "the API key is read only from the OPENAI_API_KEY environment variable (ANTHROPIC_API_KEY for --api anthropic), " +
+                        "never from the command line, where other users can see it (ps). Set the variable instead.");
                 case "--":
                     words.AddRange(args[(i + 1)..]);
                     i = args.Length;
@@ -1747,6 +2473,14 @@ sealed class Options
         return options;
     }
 
+    static Api ApiNamed(string text) => text switch
+    {
+        "chat" => Api.Chat,
+        "responses" => Api.Responses,
+        "anthropic" => Api.Anthropic,
+        _ => throw new UsageException($"--api needs chat, responses or anthropic, not '{text}'."),
+    };
+
     static int WholeNumber(string option, string text, int min, int max) =>
         int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= min && n <= max
             ? n
@@ -1768,7 +2502,7 @@ sealed class Recorder(string baseUrl)
     // Of the response headers, only those that change what a client does next: how long to wait before a retry.
     static readonly string[] KeptHeaders = ["Retry-After", "retry-after-ms"];
 
-    public void Add(ReadOnlyMemory<byte> requestBody, int status, ReadOnlySpan<byte> responseBody, HttpResponseHeaders headers)
+    public void Add(string path, ReadOnlyMemory<byte> requestBody, int status, ReadOnlySpan<byte> responseBody, HttpResponseHeaders headers)
     {
         // Bodies only: request headers (and with them the API key) are never recorded.
         string text = Encoding.UTF8.GetString(responseBody);
@@ -1779,7 +2513,7 @@ sealed class Recorder(string baseUrl)
             if (headers.TryGetValues(name, out IEnumerable<string>? values))
                 kept[name] = string.Join(", ", values);
         }
-        var interaction = new Interaction("POST", "/chat/completions", Json.Parse(requestBody.Span), status, json)
+        var interaction = new Interaction("POST", path, Json.Parse(requestBody.Span), status, json)
         {
             ResponseText = json is null && text.Length > 0 ? text : null, // e.g. a proxy's HTML page, kept as it came
             Headers = kept,
@@ -1789,9 +2523,9 @@ sealed class Recorder(string baseUrl)
     }
 
     /// <summary>A streamed response: the events it carried, instead of a body.</summary>
-    public void Add(ReadOnlyMemory<byte> requestBody, int status, JsonArray events)
+    public void Add(string path, ReadOnlyMemory<byte> requestBody, int status, JsonArray events)
     {
-        var interaction = new Interaction("POST", "/chat/completions", Json.Parse(requestBody.Span), status, null)
+        var interaction = new Interaction("POST", path, Json.Parse(requestBody.Span), status, null)
         {
             ResponseEvents = events.DeepClone().AsArray(),
         };
@@ -1991,9 +2725,10 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
         return headers;
     }
 
-    /// <summary>The first user message of the first recorded request: the question the cassette answers.</summary>
+    /// <summary>The first user message of the first recorded request (in `messages`, or the Responses API's `input`):
+    /// the question the cassette answers.</summary>
     public string? FirstQuestion() =>
-        (Json.At(Interactions[0].RequestBody, "messages") as JsonArray)?
+        (Json.At(Interactions[0].RequestBody, "messages") as JsonArray ?? Json.At(Interactions[0].RequestBody, "input") as JsonArray)?
             .Select(m => Json.String(Json.At(m, "role")) == "user" ? Json.String(Json.At(m, "content")) : null)
             .FirstOrDefault(text => text is not null);
 
@@ -2097,14 +2832,18 @@ static class RequestRules
             ? ApiError.Create("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param: "stream_options")
             : null;
 
-    /// <summary>Each function name matches ^[a-zA-Z0-9_-]{1,64}$ and no two are the same.</summary>
-    static JsonObject? FirstNameViolation(JsonArray tools)
+    /// <summary>Each function name matches ^[a-zA-Z0-9_-]{1,64}$ and no two are the same. `flat`: the Responses API's
+    /// tools, whose name sits beside "type" (a tool in the Chat Completions form then has no name), and which may be
+    /// other tools than functions.</summary>
+    internal static JsonObject? FirstNameViolation(JsonArray tools, bool flat = false)
     {
         var firstIndex = new Dictionary<string, int>();
         for (int i = 0; i < tools.Count; i++)
         {
-            string param = $"tools[{i}].function.name";
-            if (Json.String(Json.At(tools[i], "function", "name")) is not string name)
+            if (flat && Json.String(Json.At(tools[i], "type")) != "function")
+                continue;
+            string param = flat ? $"tools[{i}].name" : $"tools[{i}].function.name";
+            if (Json.String(Function(tools[i], flat)?["name"]) is not string name)
                 // The API's form for a missing field (as for messages above); no quote for this field was found.
                 return ApiError.Create($"Missing required parameter: '{param}'.", param: param, code: "missing_required_parameter");
             if (name.Length > MaxNameLength)
@@ -2124,8 +2863,9 @@ static class RequestRules
         return null;
     }
 
-    /// <summary>`tool_choice` is a mode ("none", "auto", "required") or names a function that is in `tools`.</summary>
-    static JsonObject? ToolChoiceViolation(JsonNode? choice, JsonArray tools)
+    /// <summary>`tool_choice` is a mode ("none", "auto", "required") or names a function that is in `tools`: as
+    /// {"type":"function","function":{"name"}}, or `flat` (the Responses API), {"type":"function","name"}.</summary>
+    internal static JsonObject? ToolChoiceViolation(JsonNode? choice, JsonArray tools, bool flat = false)
     {
         if (Json.String(choice) is string mode)
             return mode is "none" or "auto" or "required"
@@ -2133,8 +2873,11 @@ static class RequestRules
                 : ApiError.Create($"Invalid value: '{mode}'. Supported values are: 'none', 'auto', and 'required'.", param: "tool_choice", code: "invalid_value");
         if (choice is not JsonObject || Json.String(choice["type"]) != "function")
             return null;
-        string? name = Json.String(Json.At(choice, "function", "name"));
-        if (tools.Any(tool => Json.String(Json.At(tool, "function", "name")) == name))
+        string? name = Json.String(Function(choice, flat)?["name"]);
+        if (flat && name is null)
+            // The API's form for a missing field; no quote for this field was found. It catches the Chat Completions form.
+            return ApiError.Create("Missing required parameter: 'tool_choice.name'.", param: "tool_choice.name", code: "missing_required_parameter");
+        if (tools.Any(tool => Json.String(Function(tool, flat)?["name"]) == name))
             return null;
         // The wording OpenAI answers with in its Responses API, quoted in public issues; no quote for Chat Completions
         // was found, so this assumes the same sentence.
@@ -2142,19 +2885,22 @@ static class RequestRules
     }
 
     /// <summary>A function with "strict": true needs its parameters in strict form (see StrictSchema).</summary>
-    static JsonObject? FirstStrictViolation(JsonArray tools)
+    internal static JsonObject? FirstStrictViolation(JsonArray tools, bool flat = false)
     {
         for (int i = 0; i < tools.Count; i++)
         {
-            if (Json.At(tools[i], "function") is not JsonObject function || function["strict"]?.GetValueKind() != JsonValueKind.True)
+            if (Function(tools[i], flat) is not JsonObject function || function["strict"]?.GetValueKind() != JsonValueKind.True)
                 continue;
             if (StrictSchema.FirstViolation(function["parameters"] as JsonObject ?? []) is string violation)
                 return ApiError.Create(
                     $"Invalid schema for function '{Json.String(function["name"])}': {violation}",
-                    param: $"tools[{i}].function.parameters", code: "invalid_function_parameters");
+                    param: flat ? $"tools[{i}].parameters" : $"tools[{i}].function.parameters", code: "invalid_function_parameters");
         }
         return null;
     }
+
+    /// <summary>The object that holds a function's name and parameters: `tool.function`, or with `flat` the tool itself.</summary>
+    static JsonObject? Function(JsonNode? tool, bool flat) => (flat ? tool : Json.At(tool, "function")) as JsonObject;
 }
 
 /// <summary>
@@ -2234,6 +2980,162 @@ static class HistoryRules
         "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. " +
         $"The following tool_call_ids did not have response messages: {string.Join(", ", ids)}",
         param: $"messages.[{assistantIndex}].role");
+}
+
+/// <summary>
+/// The rules the Responses API enforces, checked on every POST /responses: on `tools` and `tool_choice` as for Chat
+/// Completions but in the flat form (see RequestRules), then on the conversation in `input`: every
+/// function_call_output answers a function_call before it, with its call_id, and every function_call is answered.
+/// Both history messages are the API's words, quoted in public issues; "No tool call found …" came with param "input",
+/// and the other is assumed to carry the same.
+/// </summary>
+static class ResponsesRules
+{
+    public static JsonObject? FirstViolation(JsonObject request)
+    {
+        if (request["tools"] is JsonArray { Count: > 0 } tools &&
+            (RequestRules.FirstNameViolation(tools, flat: true) ?? RequestRules.ToolChoiceViolation(request["tool_choice"], tools, flat: true) ??
+             RequestRules.FirstStrictViolation(tools, flat: true)) is JsonObject toolViolation)
+            return toolViolation;
+        return HistoryViolation(request["input"]);
+    }
+
+    static JsonObject? HistoryViolation(JsonNode? input)
+    {
+        if (input is not JsonArray items)
+            return null; // a string, or no input at all (previous_response_id): no history to check
+        var calls = new List<string>(); // the call_ids of the function_call items so far, in order
+        var answered = new HashSet<string>();
+        for (int i = 0; i < items.Count; i++)
+        {
+            string? type = Json.String(Json.At(items[i], "type"));
+            if (type is not ("function_call" or "function_call_output"))
+                continue;
+            if (Json.String(Json.At(items[i], "call_id")) is not string callId)
+                // The API's form for a missing field, as in Chat Completions; no quote for this field was found.
+                return ApiError.Create($"Missing required parameter: 'input[{i}].call_id'.", param: $"input[{i}].call_id", code: "missing_required_parameter");
+            if (type == "function_call")
+            {
+                JsonNode? arguments = Json.At(items[i], "arguments");
+                if (arguments is not null && arguments.GetValueKind() != JsonValueKind.String)
+                    // Chat Completions' wording for the same mistake; no quote for the Responses API was found.
+                    return ApiError.Create(
+                        $"Invalid type for 'input[{i}].arguments': expected a string, but got {Schema.KindName(arguments)} instead.",
+                        param: $"input[{i}].arguments", code: "invalid_type");
+                calls.Add(callId);
+            }
+            else if (calls.Contains(callId))
+            {
+                answered.Add(callId);
+            }
+            else
+            {
+                return ApiError.Create($"No tool call found for function call output with call_id {callId}.", param: "input");
+            }
+        }
+        return calls.FirstOrDefault(id => !answered.Contains(id)) is string unanswered
+            ? ApiError.Create($"No tool output found for function call {unanswered}.", param: "input")
+            : null;
+    }
+}
+
+/// <summary>The Messages API's error shape: {"type":"error","error":{"type":"invalid_request_error","message"}}.</summary>
+static class AnthropicError
+{
+    public static JsonObject Create(string message, string type = "invalid_request_error") =>
+        new() { ["type"] = "error", ["error"] = new JsonObject { ["type"] = type, ["message"] = message } };
+}
+
+/// <summary>
+/// The rules the Messages API enforces, checked on every POST /messages and answered in its own error shape: the
+/// anthropic-version header and max_tokens, the tools, then the history. Each tool_use must be answered by a
+/// tool_result in the very next message, the results before anything else in it, and a tool_result must answer a
+/// tool_use of the message just before. The wording is the API's, quoted in public issues, except where a comment says
+/// it is ours; the `messages.N` of an unanswered tool_use names the assistant message, as we read the quotes.
+/// </summary>
+static class AnthropicRules
+{
+    public static JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers)
+    {
+        if (!headers.ContainsKey("anthropic-version"))
+            return AnthropicError.Create("anthropic-version: header is required");
+        if (request["max_tokens"] is null)
+            return AnthropicError.Create("max_tokens: Field required");
+        if (request["messages"] is not JsonArray messages)
+            return AnthropicError.Create("messages: Field required"); // the same form; no quote for this field was found
+        return ToolsViolation(request["tools"] as JsonArray ?? [], request["tool_choice"]) ?? HistoryViolation(messages);
+    }
+
+    static JsonObject? ToolsViolation(JsonArray tools, JsonNode? choice)
+    {
+        var names = new HashSet<string>();
+        for (int i = 0; i < tools.Count; i++)
+        {
+            // Anthropic's own tools ({"type":"web_search_20250305", …}) have a type; yours have none (or "custom").
+            if (Json.String(Json.At(tools[i], "type")) is not (null or "custom"))
+                continue;
+            string? name = Json.String(Json.At(tools[i], "name"));
+            if (name is null || name.Length is 0 or > 128 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
+                return AnthropicError.Create(name is null
+                    ? $"tools.{i}.custom.name: Field required"
+                    : $"tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'");
+            if (Json.At(tools[i], "input_schema") is null)
+                // A tool in the OpenAI form (`parameters`) lands here. The form of the quoted errors; this one was not found.
+                return AnthropicError.Create($"tools.{i}.custom.input_schema: Field required");
+            if (!names.Add(name))
+                return AnthropicError.Create("tools: Tool names must be unique.");
+        }
+        if (choice is not null and not JsonObject)
+            // Pydantic's wording, which the API's other errors use; no quote for this field was found. It catches an
+            // OpenAI-style "tool_choice": "auto".
+            return AnthropicError.Create("tool_choice: Input should be a valid dictionary or object to extract fields from");
+        if (Json.String(Json.At(choice, "type")) == "tool" && !names.Contains(Json.String(Json.At(choice, "name")) ?? ""))
+            // Our own wording: no public quote of the API's answer was found.
+            return AnthropicError.Create($"tool_choice.name: '{Json.String(Json.At(choice, "name"))}' is not the name of a tool in 'tools'.");
+        return null;
+    }
+
+    static JsonObject? HistoryViolation(JsonArray messages)
+    {
+        for (int i = 0; i < messages.Count; i++)
+        {
+            JsonArray blocks = Blocks(messages[i]);
+            string[] askedBefore = i > 0 && Role(messages[i - 1]) == "assistant" ? ToolUseIds(Blocks(messages[i - 1])) : [];
+            for (int b = 0; b < blocks.Count; b++)
+            {
+                string? type = Json.String(Json.At(blocks[b], "type"));
+                if (type == "tool_use" && Json.At(blocks[b], "input") is not JsonObject)
+                    return AnthropicError.Create($"messages.{i}.content.{b}.tool_use.input: Input should be a valid dictionary");
+                string? answers = Json.String(Json.At(blocks[b], "tool_use_id"));
+                if (type == "tool_result" && (Role(messages[i]) != "user" || !askedBefore.Contains(answers)))
+                    return AnthropicError.Create(
+                        $"messages.{i}.content.{b}: unexpected `tool_use_id` found in `tool_result` blocks: {answers}. " +
+                        "Each `tool_result` block must have a corresponding `tool_use` block in the previous message.");
+            }
+            if (Role(messages[i]) != "assistant" || ToolUseIds(blocks) is not { Length: > 0 } asked)
+                continue;
+            JsonArray next = i + 1 < messages.Count && Role(messages[i + 1]) == "user" ? Blocks(messages[i + 1]) : [];
+            string?[] results = [.. next.Where(block => Json.String(Json.At(block, "type")) == "tool_result").Select(block => Json.String(Json.At(block, "tool_use_id")))];
+            if (asked.Where(id => !results.Contains(id)).ToArray() is { Length: > 0 } unanswered)
+                return AnthropicError.Create(
+                    $"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: {string.Join(", ", unanswered)}. " +
+                    "Each `tool_use` block must have a corresponding `tool_result` block in the next message.");
+            if (next.TakeWhile(block => Json.String(Json.At(block, "type")) == "tool_result").Count() < asked.Length)
+                // Quoted from errors of early 2025; the API may word this case as the one above by now.
+                return AnthropicError.Create(
+                    $"messages.{i + 1}: Did not find {asked.Length} `tool_result` block(s) at the beginning of this message. " +
+                    "Messages following `tool_use` blocks must begin with a matching number of `tool_result` blocks.");
+        }
+        return null;
+    }
+
+    static string? Role(JsonNode? message) => Json.String(Json.At(message, "role"));
+
+    /// <summary>A message's content blocks; content given as a plain string has none.</summary>
+    static JsonArray Blocks(JsonNode? message) => Json.At(message, "content") as JsonArray ?? [];
+
+    static string[] ToolUseIds(JsonArray blocks) =>
+        [.. blocks.Where(block => Json.String(Json.At(block, "type")) == "tool_use").Select(block => Json.String(Json.At(block, "id")) ?? "")];
 }
 
 /// <summary>
@@ -2472,7 +3374,7 @@ sealed class ReplayServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Routing, the request rules, the history rules, then the cassette.</summary>
+    /// <summary>Routing, the request rules, the history rules (each API's own), then the cassette.</summary>
     Reply Handle(HttpRequestReader.Request request)
     {
         string path = request.Path.Split('?')[0];
@@ -2489,16 +3391,22 @@ sealed class ReplayServer : IAsyncDisposable
         }
         catch (JsonException)
         {
-            return Log(request, 400, ApiError.Create(
+            return Log(request, 400, ErrorBody(relativePath,
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. " +
                 "The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"), "body is not JSON");
         }
-        if (request.Method == "POST" && relativePath == "/chat/completions")
+        if (request.Method == "POST" && relativePath is "/chat/completions" or "/responses" or "/messages")
         {
-            if (body is not JsonObject chatRequest)
-                return Log(request, 400, ApiError.Create("The request body must be a JSON object."), "body is not an object");
-            if ((RequestRules.FirstViolation(chatRequest) ?? HistoryRules.FirstViolation(chatRequest)) is JsonObject violation)
-                return Log(request, 400, violation, "rule: " + Json.String(violation["error"]!["message"]));
+            if (body is not JsonObject apiRequest)
+                return Log(request, 400, ErrorBody(relativePath, "The request body must be a JSON object."), "body is not an object");
+            JsonObject? violation = relativePath switch
+            {
+                "/responses" => ResponsesRules.FirstViolation(apiRequest),
+                "/messages" => AnthropicRules.FirstViolation(apiRequest, request.Headers),
+                _ => RequestRules.FirstViolation(apiRequest) ?? HistoryRules.FirstViolation(apiRequest),
+            };
+            if (violation is not null)
+                return Log(request, 400, violation, "rule: " + Json.String(Json.At(violation, "error", "message")));
         }
 
         lock (gate)
@@ -2548,9 +3456,13 @@ sealed class ReplayServer : IAsyncDisposable
     Reply Mismatch(HttpRequestReader.Request request, string message, string note)
     {
         Interlocked.Increment(ref mismatches);
-        return Log(request, 400, ApiError.Create(
+        return Log(request, 400, ErrorBody(request.Path.Split('?')[0],
             $"{message}. The request differs from the one recorded in the cassette.", code: "replay_mismatch"), note);
     }
+
+    /// <summary>An error in the shape of the API the path belongs to: Anthropic's for /messages, OpenAI's otherwise.</summary>
+    static JsonObject ErrorBody(string path, string message, string? code = null) =>
+        path.EndsWith("/messages", StringComparison.Ordinal) ? AnthropicError.Create(message) : ApiError.Create(message, code: code);
 
     Reply Log(HttpRequestReader.Request request, int status, JsonNode? body, string note)
     {
@@ -2606,8 +3518,9 @@ sealed class ReplayServer : IAsyncDisposable
     /// <summary>
     /// A streamed response, sent as the API sends one: text/event-stream, each event flushed on its own as one chunk
     /// of a chunked body (its length is not known in advance). A JSON object goes out as `data: {…}` on one line, a
-    /// string (such as "[DONE]") as it is, one `data:` line per line of it, and a blank line ends each event. Of the
-    /// faults, delay_ms waits before the head and close_after_bytes cuts the events off after that many bytes.
+    /// string (such as "[DONE]") as it is, one `data:` line per line of it, and a blank line ends each event; for the
+    /// Responses and Messages APIs, after an `event:` line naming it (see ServerSentEvents.Format). Of the faults,
+    /// delay_ms waits before the head and close_after_bytes cuts the events off after that many bytes.
     /// </summary>
     async Task<bool> WriteEventStreamAsync(Stream stream, int status, Interaction played, bool keepAlive, CancellationToken cancellationToken)
     {
@@ -2625,6 +3538,7 @@ sealed class ReplayServer : IAsyncDisposable
         await stream.FlushAsync(cancellationToken);
 
         JsonArray events = played.ResponseEvents!;
+        bool named = played.Path is "/responses" or "/messages"; // these two APIs name each event in an `event:` line
         int left = fault.CloseAfterBytes ?? int.MaxValue;
         for (int i = 0; i < events.Count; i++)
         {
@@ -2632,8 +3546,7 @@ sealed class ReplayServer : IAsyncDisposable
                 await Task.Delay(played.EventDelay, time, cancellationToken);
             if (BeforeStreamEvent is Func<int, Task> hold)
                 await hold(i).WaitAsync(cancellationToken);
-            string data = events[i] is JsonObject chunk ? Json.Compact(chunk) : Json.String(events[i]) ?? "";
-            byte[] sse = Encoding.UTF8.GetBytes(string.Concat(data.Split('\n').Select(line => $"data: {line}\n")) + "\n");
+            byte[] sse = Encoding.UTF8.GetBytes(ServerSentEvents.Format(events[i], named));
             int sent = Math.Min(sse.Length, left);
             if (sent > 0) // an empty chunk would say that the body is complete
             {
@@ -2688,7 +3601,11 @@ sealed class ReplayServer : IAsyncDisposable
 /// Content-Length or sent in chunks.</summary>
 sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyBytes)
 {
-    public sealed record Request(string Method, string Path, bool KeepAlive, byte[] Body);
+    public sealed record Request(string Method, string Path, bool KeepAlive, byte[] Body)
+    {
+        /// <summary>The request's headers, by name in any case.</summary>
+        public IReadOnlyDictionary<string, string> Headers { get; init; } = new Dictionary<string, string>();
+    }
 
     public sealed class BadRequestException(int status, string message) : Exception(message)
     {
@@ -2752,7 +3669,7 @@ sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyByt
             await ReadExactlyAsync(body, cancellationToken);
         }
         InRequest = false;
-        return new Request(requestLine[0], requestLine[1], keepAlive, body);
+        return new Request(requestLine[0], requestLine[1], keepAlive, body) { Headers = headers };
     }
 
     async Task<byte[]> ReadChunkedAsync(CancellationToken cancellationToken)
