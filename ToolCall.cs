@@ -3072,7 +3072,13 @@ static class AnthropicRules
         for (int i = 0; i < tools.Count; i++)
         {
             // Anthropic's own tools ({"type":"web_search_20250305", …}) have a type; yours have none (or "custom").
-            if (Json.String(Json.At(tools[i], "type")) is not (null or "custom"))
+            string? type = Json.String(Json.At(tools[i], "type"));
+            if (type == "function")
+                // Our own wording: the API's answer to a tool in the OpenAI form was not found.
+                return AnthropicError.Create(
+                    $"tools.{i}: a tool in the OpenAI form ({{\"type\":\"function\",\"function\":{{…}}}}) is not a Messages API tool; " +
+                    "send {\"name\",\"description\",\"input_schema\"}.");
+            if (type is not (null or "custom"))
                 continue;
             string? name = Json.String(Json.At(tools[i], "name"));
             if (name is null || name.Length is 0 or > 128 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))

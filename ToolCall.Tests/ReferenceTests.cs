@@ -92,8 +92,15 @@ public class WireFidelityTests
     /// <summary>Every cassette in cassettes/ and its folders, as a path relative to cassettes/.</summary>
     public static TheoryData<string> BundledCassettes() => [.. CassetteNames()];
 
-    /// <summary>The cassettes that hold what the API sends: all but cassettes/quirks/, whose point is to break the spec.</summary>
-    public static TheoryData<string> ConformingCassettes() => [.. CassetteNames().Where(name => !name.StartsWith("quirks", StringComparison.Ordinal))];
+    /// <summary>The Chat Completions cassettes that hold what the API sends: all but cassettes/quirks/, whose point is to
+    /// break the spec, and the other APIs' (see ResponsesWireFidelityTests and AnthropicWireFidelityTests).</summary>
+    public static TheoryData<string> ConformingCassettes() => [.. ChatCassetteNames().Where(name => !name.StartsWith("quirks", StringComparison.Ordinal))];
+
+    /// <summary>Every Chat Completions cassette, quirks included.</summary>
+    public static TheoryData<string> ChatCassettes() => [.. ChatCassetteNames()];
+
+    static IEnumerable<string> ChatCassetteNames() =>
+        CassetteNames().Where(name => Cassette.Load(Repo.Cassette(name)).Interactions.All(i => i.Path == "/chat/completions"));
 
     static IEnumerable<string> CassetteNames() =>
         Directory.GetFiles(Path.Combine(Repo.Root, "cassettes"), "*.json", SearchOption.AllDirectories)
@@ -167,7 +174,7 @@ public class WireFidelityTests
     }
 
     [Theory]
-    [MemberData(nameof(BundledCassettes))]
+    [MemberData(nameof(ChatCassettes))]
     public void BundledCassette_StreamedResponses_HaveWhatCreateChatCompletionStreamResponseRequires(string name)
     {
         foreach (Interaction interaction in Cassette.Load(Repo.Cassette(name)).Interactions.Where(i => i.ResponseEvents is not null))
@@ -302,6 +309,22 @@ public class SourceTests
         Assert.All(steps, position => Assert.True(position > 0));
         Assert.Equal(steps.Order(), steps);
         Assert.True(steps[3] < Source.IndexOf("THE REPLAY SERVER", StringComparison.Ordinal), "the replay server comes last");
+    }
+
+    [Theory]
+    [InlineData("The same four steps on the OpenAI Responses API")]
+    [InlineData("The same four steps on the Anthropic Messages API")]
+    public void EachOtherApisSection_MarksStepsOneToFourInOrder_LikeChatCompletions(string heading)
+    {
+        int start = Source.IndexOf("// " + heading, StringComparison.Ordinal);
+        int end = Source.IndexOf("\n// ====", Source.IndexOf("\n// ====", start, StringComparison.Ordinal) + 1, StringComparison.Ordinal);
+        string section = Source[start..end];
+        int[] steps = [.. Enumerable.Range(1, 4).Select(n => section.IndexOf($"        // Step {n}:", StringComparison.Ordinal))];
+
+        Assert.True(start > Source.IndexOf("// Step 4:", StringComparison.Ordinal), "after the Chat Completions steps");
+        Assert.True(start < Source.IndexOf("THE REPLAY SERVER", StringComparison.Ordinal), "before the replay server");
+        Assert.All(steps, position => Assert.True(position > 0));
+        Assert.Equal(steps.Order(), steps);
     }
 
     [Fact]

@@ -206,7 +206,7 @@ public class ToolOptionTests
             ToolCalling.RunToolCall("get_forecast", """{"city":null,"days":2,"unit":null,"include":null}""", DemoTools.Create()));
 
     [Theory]
-    [MemberData(nameof(WireFidelityTests.BundledCassettes), MemberType = typeof(WireFidelityTests))]
+    [MemberData(nameof(WireFidelityTests.ChatCassettes), MemberType = typeof(WireFidelityTests))]
     public void BundledCassette_OptionFields_AreWhatTheSpecAllows(string name)
     {
         // CreateChatCompletionRequest: tool_choice is "none" | "auto" | "required" | {"type":"function","function":{"name"}};
