@@ -8,14 +8,16 @@
 //   Step 4  Send the history again. The model answers with text, or asks for more tools (back to step 2, with a limit).
 //
 // Read it top to bottom: your functions, the four steps, the HTTP call (and, for --stream, how server-sent events
-// become the same reply), the helpers the steps use, the command line, and last, clearly marked, a replay server
-// that answers from recorded responses ("cassettes") so the demo and the tests run offline. Only the .NET base class
-// library: HttpClient and System.Text.Json.Nodes.
+// become the same reply), the same four steps on the OpenAI Responses API and on the Anthropic Messages API (--api),
+// the helpers the steps use, the command line, and last, clearly marked, a replay server that answers from recorded
+// responses ("cassettes") so the demo and the tests run offline. Only the .NET base class library: HttpClient and
+// System.Text.Json.Nodes.
 //
 //   dotnet run ToolCall.cs -- --replay weather.json                      offline, from a cassette beside this file
 //   OPENAI_API_KEY=... dotnet run ToolCall.cs -- "Weather in Paris?"      live, against the OpenAI API
 //   dotnet run ToolCall.cs -- --base-url http://localhost:11434/v1 --model llama3.2   any OpenAI-compatible server
 //   dotnet run ToolCall.cs -- --replay weather-stream.json --stream      the same four steps, the reply streamed
+//   dotnet run ToolCall.cs -- --api anthropic --replay anthropic-weather.json   on the Anthropic Messages API
 
 using System;
 using System.Buffers;
@@ -409,7 +411,7 @@ static class ToolCalling
 }
 
 // =====================================================================================================================
-// The HTTP call: one POST of a JSON body to {base}/chat/completions, the JSON response back.
+// The HTTP call: one POST of a JSON body to {base}/chat/completions (or /responses, /messages), the JSON response back.
 // =====================================================================================================================
 
 /// <summary>
@@ -2296,7 +2298,7 @@ static class Cli
     /// options together: no-parallel+strict.json). Without any it is weather.json; --stream alone, weather-stream.json.
     /// For --api responses and anthropic, the same names with the API's in front: responses-weather.json.</summary>
     static string DefaultCassetteName(Options options) =>
-        options.Api == Api.Chat ? ChatCassetteName(options) : $"{options.Api.ToString().ToLowerInvariant()}-{ChatCassetteName(options)}";
+        options.Api == Api.Chat ? ChatCassetteName(options) : $"{Options.NameOf(options.Api)}-{ChatCassetteName(options)}";
 
     static string ChatCassetteName(Options options)
     {
@@ -2347,10 +2349,10 @@ static class Cli
         string expected = ChatClient.PathOf(api);
         if (cassette.Interactions.FirstOrDefault(i => i.Path is "/chat/completions" or "/responses" or "/messages") is { } first && first.Path != expected)
         {
-            Api recorded = Enum.GetValues<Api>().First(a => ChatClient.PathOf(a) == first.Path);
+            string recorded = Options.NameOf(Options.Apis.First(a => ChatClient.PathOf(a) == first.Path));
             throw new UsageException(
-                $"cassette {path} holds requests to {first.Path} (--api {recorded.ToString().ToLowerInvariant()}), not to {expected} " +
-                $"(--api {api.ToString().ToLowerInvariant()}). Pass --api {recorded.ToString().ToLowerInvariant()}, or a cassette for this API.");
+                $"cassette {path} holds requests to {first.Path} (--api {recorded}), not to {expected} (--api {Options.NameOf(api)}). " +
+                $"Pass --api {recorded}, or a cassette for this API.");
         }
     }
 
@@ -2473,13 +2475,20 @@ sealed class Options
         return options;
     }
 
-    static Api ApiNamed(string text) => text switch
+    public static readonly Api[] Apis = [Api.Chat, Api.Responses, Api.Anthropic];
+
+    /// <summary>The API's name for --api: chat, responses, anthropic.</summary>
+    public static string NameOf(Api api) => api.ToString().ToLowerInvariant();
+
+    static Api ApiNamed(string text)
     {
-        "chat" => Api.Chat,
-        "responses" => Api.Responses,
-        "anthropic" => Api.Anthropic,
-        _ => throw new UsageException($"--api needs chat, responses or anthropic, not '{text}'."),
-    };
+        foreach (Api api in Apis)
+        {
+            if (NameOf(api) == text)
+                return api;
+        }
+        throw new UsageException($"--api needs chat, responses or anthropic, not '{text}'.");
+    }
 
     static int WholeNumber(string option, string text, int min, int max) =>
         int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= min && n <= max
