@@ -3448,9 +3448,11 @@ sealed class ReplayServer : IAsyncDisposable
             if (Difference(all[i], request.Method, relativePath, body) is null)
                 return Play(request, i);
         }
-        // Show how it differs from the interaction with as many messages, the likeliest one meant.
-        int? count = (Json.At(body, "messages") as JsonArray)?.Count;
-        int closest = Math.Max(0, all.ToList().FindIndex(i => (Json.At(i.RequestBody, "messages") as JsonArray)?.Count == count));
+        // Show how it differs from the interaction with as many messages (input items, for the Responses API), the
+        // likeliest one meant.
+        static int? Length(JsonNode? body) => ((Json.At(body, "messages") ?? Json.At(body, "input")) as JsonArray)?.Count;
+        int? count = Length(body);
+        int closest = Math.Max(0, all.ToList().FindIndex(i => Length(i.RequestBody) == count));
         string difference = $"no interaction matches; interaction {closest + 1} of {all.Count} differs at {Difference(all[closest], request.Method, relativePath, body)}";
         return Mismatch(request, $"Replay mismatch: {difference}", $"mismatch: {difference}");
     }

@@ -514,6 +514,28 @@ public class AnthropicStreamTests
     }
 
     [Fact]
+    public async Task StreamCutBeforeItsFirstEvent_IsRetried_AndTheAnswerPrintedOnce()
+    {
+        Interaction answer = AnthropicWire.StreamExchange(AnthropicWire.Request(AnthropicWire.User("Hi?")),
+            AnthropicWire.Start(), AnthropicWire.TextDelta(0, "Hi."), AnthropicWire.MessageDelta("end_turn", 2), AnthropicWire.Event("message_stop", []));
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(answer with { Fault = new Fault(CloseAfterBytes: 0) }, answer));
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        using var http = new HttpClient();
+        var client = new ChatClient(http, server.BaseUrl, null, new StepLog(stderr), api: Api.Anthropic)
+        {
+            Retries = new RetryPolicy { Delay = new NotedWaits().Delay },
+            StreamTextTo = stdout,
+        };
+
+        string text = await AnthropicToolCalling.RunAsync(client, AnthropicWire.Model, "Hi?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
+
+        Assert.Equal("Hi.", text);
+        Assert.Equal("Hi." + Environment.NewLine, stdout.ToString());
+        Assert.StartsWith("retry 1/2 after a connection error (", stderr.ToString());
+    }
+
+    [Fact]
     public async Task StreamEndingBeforeMessageStop_IsAnErrorLine_NotAnAnswer()
     {
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(AnthropicWire.StreamExchange(

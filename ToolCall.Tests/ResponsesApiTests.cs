@@ -397,6 +397,32 @@ public class ResponsesStreamTests
     }
 
     [Fact]
+    public async Task TimeoutInTheMiddleOfAStream_IsAnErrorLine_NotARetry()
+    {
+        var clock = new ManualClock();
+        var stdout = new PrintedSignal();
+        JsonObject request = ResponsesWire.Request(ResponsesWire.User("Hi?"));
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(ResponsesWire.StreamExchange(
+            request, ResponsesWire.TextDelta(0, "Hi"), ResponsesWire.Completed(ResponsesWire.Response()))));
+        server.BeforeStreamEvent = position => position == 0 ? Task.CompletedTask : new TaskCompletionSource().Task; // stalls after "Hi"
+        using var http = new HttpClient();
+        var noted = new NotedWaits();
+        var client = new ChatClient(http, server.BaseUrl, null, StepLog.Silent, api: Api.Responses)
+        {
+            Retries = new RetryPolicy { Delay = noted.Delay, Time = clock },
+            StreamTextTo = stdout,
+        };
+
+        Task<JsonObject> post = client.PostAsync((JsonObject)request.DeepClone(), CancellationToken.None);
+        await stdout.Printed.WaitAsync(TimeSpan.FromSeconds(10)); // a bound, not a synchronisation
+        clock.Advance(TimeSpan.FromSeconds(60));
+        FlowException e = await Assert.ThrowsAsync<FlowException>(() => post.WaitAsync(TimeSpan.FromSeconds(10)));
+
+        Assert.StartsWith("the stream did not end within 60.0 s (--timeout), after 1 event.", e.Message);
+        Assert.Empty(noted.Waits); // no retry: "Hi" is on the screen already
+    }
+
+    [Fact]
     public async Task ReplayServer_SendsEachEventWithAnEventLineNamedAfterItsType()
     {
         JsonObject request = ResponsesWire.Request(ResponsesWire.User("Hi?"));
@@ -607,6 +633,21 @@ static class ResponsesWire
 
     public static Task<JsonObject> AssembleAsync(TextWriter output, params JsonNode[] events) =>
         StreamedResponse.ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(Sse(events))), output, [], null, CancellationToken.None);
+}
+
+/// <summary>stdout that says when the first text has been printed.</summary>
+sealed class PrintedSignal : StringWriter
+{
+    readonly TaskCompletionSource printed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public Task Printed => printed.Task;
+
+    public override void Write(string? value)
+    {
+        base.Write(value);
+        if (!string.IsNullOrEmpty(value))
+            printed.TrySetResult();
+    }
 }
 
 /// <summary>Assertions both new APIs' tests use.</summary>
