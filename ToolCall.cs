@@ -1584,10 +1584,10 @@ sealed class StreamedMessage(TextWriter output) : EventStreamReader(output)
                     message[field] = value?.DeepClone(); // stop_reason, stop_sequence
                 if (json["usage"] is JsonObject usage)
                 {
-                    JsonObject total = message["usage"] as JsonObject ?? [];
+                    if (message["usage"] is not JsonObject total)
+                        message["usage"] = total = [];
                     foreach ((string field, JsonNode? value) in usage)
                         total[field] = value?.DeepClone(); // the counts so far, not the last few: they replace
-                    message["usage"] = total;
                 }
                 break;
             case "message_stop":

@@ -847,27 +847,36 @@ public class StreamFuzzTests
     const int Cases = 1000;
     const int Seed = 20251126;
 
-    [Fact]
-    public async Task SeededFuzzOfStreamedReplies_EndsInAnAnswerOrOneClearError()
+    [Theory]
+    [InlineData("chat", "weather-stream.json", "two-cities-stream.json")]
+    [InlineData("responses", "responses-weather-stream.json")]
+    [InlineData("anthropic", "anthropic-weather-stream.json")]
+    public async Task SeededFuzzOfStreamedReplies_EndsInAnAnswerOrOneClearError(string apiName, params string[] names)
     {
-        Cassette[] cassettes = [Cassette.Load(Repo.Cassette("weather-stream.json")), Cassette.Load(Repo.Cassette("two-cities-stream.json"))];
+        Api api = Options.Apis.Single(a => Options.NameOf(a) == apiName);
+        Cassette[] cassettes = [.. names.Select(name => Cassette.Load(Repo.Cassette(name)))];
         var random = new Random(Seed);
         int answered = 0, refused = 0;
 
         for (int i = 0; i < Cases; i++)
         {
             Cassette cassette = cassettes[random.Next(cassettes.Length)];
-            var server = new DamagedStreamServer(cassette, damagedTurn: random.Next(2), random);
+            var server = new DamagedStreamServer(cassette, damagedTurn: random.Next(2), random, named: api != Api.Chat);
             using var http = new HttpClient(server);
-            var chat = new ChatClient(http, "http://fuzz.invalid/v1", null, StepLog.Silent)
+            var chat = new ChatClient(http, "http://fuzz.invalid/v1", null, StepLog.Silent, api: api)
             {
                 Retries = new RetryPolicy { Delay = new NotedWaits().Delay, Random = random },
                 StreamTextTo = TextWriter.Null,
             };
+            string question = cassette.FirstQuestion()!;
             try
             {
-                await ToolCalling.RunAsync(chat, Wire.Model, cassette.FirstQuestion()!, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None)
-                    .WaitAsync(TimeSpan.FromSeconds(10)); // a hang fails the test instead of stalling it
+                await (api switch
+                {
+                    Api.Responses => ResponsesToolCalling.RunAsync(chat, Wire.Model, question, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None),
+                    Api.Anthropic => AnthropicToolCalling.RunAsync(chat, Wire.Model, question, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None),
+                    _ => ToolCalling.RunAsync(chat, Wire.Model, question, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None),
+                }).WaitAsync(TimeSpan.FromSeconds(10)); // a hang fails the test instead of stalling it
                 answered++;
             }
             catch (FlowException e)
@@ -886,7 +895,7 @@ public class StreamFuzzTests
     }
 
     /// <summary>Answers each request with the cassette's events for that turn, damaging those of one turn once.</summary>
-    sealed class DamagedStreamServer(Cassette cassette, int damagedTurn, Random random) : HttpMessageHandler
+    sealed class DamagedStreamServer(Cassette cassette, int damagedTurn, Random random, bool named) : HttpMessageHandler
     {
         bool damaged;
 
@@ -896,9 +905,9 @@ public class StreamFuzzTests
         protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
             JsonNode sent = JsonNode.Parse(await request.Content!.ReadAsStringAsync(cancellationToken))!;
-            int turn = sent["messages"]!.AsArray().Count == 1 ? 0 : 1;
+            int turn = ((sent["messages"] ?? sent["input"]) as JsonArray)!.Count == 1 ? 0 : 1;
             JsonArray events = cassette.Interactions[turn].ResponseEvents!;
-            byte[] body = Encoding.UTF8.GetBytes(StreamWire.Sse(events));
+            byte[] body = Encoding.UTF8.GetBytes(Sse(events));
             if (turn == damagedTurn && !damaged)
             {
                 damaged = true;
@@ -911,7 +920,7 @@ public class StreamFuzzTests
                     // One event's JSON damaged, the others as they were.
                     int at = random.Next(events.Count - 1);
                     (byte[] damagedEvent, string what) = Mutations.OfJsonNamed(events[at]!, random);
-                    string sse = StreamWire.Sse(events.Take(at)) + $"data: {Encoding.UTF8.GetString(damagedEvent)}\n\n" + StreamWire.Sse(events.Skip(at + 1));
+                    string sse = Sse(events.Take(at)) + $"data: {Encoding.UTF8.GetString(damagedEvent)}\n\n" + Sse(events.Skip(at + 1));
                     (body, Damage) = (Encoding.UTF8.GetBytes(sse), $"event {at + 1}: {what}");
                 }
             }
@@ -921,6 +930,8 @@ public class StreamFuzzTests
             content.Headers.ContentType = new MediaTypeHeaderValue("text/event-stream");
             return new HttpResponseMessage(HttpStatusCode.OK) { Content = content };
         }
+
+        string Sse(IEnumerable<JsonNode?> events) => string.Concat(events.Select(e => ServerSentEvents.Format(e, named)));
     }
 }
 
