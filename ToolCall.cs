@@ -3155,9 +3155,10 @@ static class AnthropicRules
 
 /// <summary>
 /// How the replay server decides that a request is the recorded one: as the API reads JSON. Key order and
-/// whitespace do not matter, null equals absent, a documented default equals absent, numbers compare by value,
-/// `arguments` strings compare as the JSON they contain, and the top-level `model` is ignored (choose any model when
-/// you replay).
+/// whitespace do not matter, null equals absent, numbers compare by value, `arguments` strings compare as the JSON
+/// they contain, a field at the API's default equals its absence (see ReadsAsAbsent), and the top-level `model` is
+/// ignored (choose any model when you replay). What the model would read differently still differs: a tool result
+/// sent JSON-quoted is named as such.
 /// </summary>
 static class JsonMatch
 {
@@ -3172,13 +3173,15 @@ static class JsonMatch
         {
             foreach (string key in expectedObject.Select(p => p.Key).Union(actualObject.Select(p => p.Key)))
             {
-                if (path == "$" && IgnoredTopLevelFields.Contains(key))
+                if (path == "$" && IgnoredTopLevelFields.Contains(key) ||
+                    ReadsAsAbsent(path, key, expectedObject) && ReadsAsAbsent(path, key, actualObject))
                     continue;
-                JsonNode? expectedValue = IsDefault(expectedObject, key, path) ? null : expectedObject[key];
-                JsonNode? actualValue = IsDefault(actualObject, key, path) ? null : actualObject[key];
-                string? difference = key == "arguments"
-                    ? ArgumentsDifference(expectedValue, actualValue, $"{path}.{key}")
-                    : FirstDifference(expectedValue, actualValue, $"{path}.{key}");
+                string? difference = key switch
+                {
+                    "arguments" => ArgumentsDifference(expectedObject[key], actualObject[key], $"{path}.{key}"),
+                    "content" when Json.String(actualObject["role"]) == "tool" => ToolResultDifference(expectedObject[key], actualObject[key], $"{path}.{key}"),
+                    _ => FirstDifference(expectedObject[key], actualObject[key], $"{path}.{key}"),
+                };
                 if (difference is not null)
                     return difference;
             }
@@ -3204,19 +3207,61 @@ static class JsonMatch
         return FirstDifference(Parsed(expected), Parsed(actual), path) is null ? null : $"{path}: expected {Show(expected)}, got {Show(actual)}";
     }
 
-    static bool IsNull(JsonNode? node) => node is null || node.GetValueKind() == JsonValueKind.Null;
+    // The defaults of CreateChatCompletionRequest in the OpenAPI spec: sending one is the same request as leaving it
+    // out. (tool_choice's default depends on `tools`; see ReadsAsAbsent.)
+    static readonly Dictionary<string, JsonNode> TopLevelDefaults = new()
+    {
+        ["temperature"] = 1,
+        ["top_p"] = 1,
+        ["n"] = 1,
+        ["frequency_penalty"] = 0,
+        ["presence_penalty"] = 0,
+        ["stream"] = false,
+        ["logprobs"] = false,
+        ["store"] = false,
+        ["parallel_tool_calls"] = true,
+        ["service_tier"] = "auto",
+    };
 
     /// <summary>
-    /// A value the API reads exactly as if the field were left out, so clients that spell it out still match:
-    /// `tool_choice: "auto"` when tools are sent (the spec: "auto is the default if tools are present"), and an
-    /// assistant message's empty `annotations` (echoed from a response; no annotations either way).
+    /// Whether `owner[key]` reads as if it were not there: null, a request field at its default, or a field a request
+    /// message does not have. SDKs differ exactly there: Microsoft.Extensions.AI sends tool_choice "auto", the OpenAI
+    /// .NET SDK echoes an assistant message without its `annotations`, openai-node with them.
     /// </summary>
-    static bool IsDefault(JsonObject owner, string key, string path) => (key, owner[key]) switch
+    static bool ReadsAsAbsent(string path, string key, JsonObject owner)
     {
-        ("tool_choice", JsonValue choice) => path == "$" && Json.String(choice) == "auto" && owner["tools"] is JsonArray { Count: > 0 },
-        ("annotations", JsonArray { Count: 0 }) => Json.String(owner["role"]) == "assistant",
-        _ => false,
-    };
+        if (owner[key] is not JsonNode value || value.GetValueKind() == JsonValueKind.Null)
+            return true;
+        if (path == "$")
+            return key == "tool_choice"
+                ? Json.String(value) == (owner["tools"] is JsonArray { Count: > 0 } ? "auto" : "none")
+                : TopLevelDefaults.TryGetValue(key, out JsonNode? standard) && ValuesEqual(standard, value);
+        if (key == "strict" && IsItem(path, "$.tools", then: ".function"))
+            return value.GetValueKind() == JsonValueKind.False; // FunctionObject.strict defaults to false
+        // `annotations` (citations) belong to the response's message; a request message has no such field
+        // (ChatCompletionRequestAssistantMessage), so an echoed copy of it is not read.
+        return key == "annotations" && IsItem(path, "$.messages");
+    }
+
+    /// <summary>Whether `path` is "{array}[N]{then}", an item of that array (or a field of it).</summary>
+    static bool IsItem(string path, string array, string then = "") =>
+        path.StartsWith(array + "[", StringComparison.Ordinal) && path.EndsWith("]" + then, StringComparison.Ordinal) &&
+        path.Length > array.Length + 2 + then.Length && path[(array.Length + 1)..^(then.Length + 1)].All(char.IsAsciiDigit);
+
+    /// <summary>A tool result the model would read differently is a difference, and the commonest one is named: a
+    /// string serialized once more as JSON ("\"It's ...\""), the default of some libraries for a string result.</summary>
+    static string? ToolResultDifference(JsonNode? expected, JsonNode? actual, string path)
+    {
+        if (FirstDifference(expected, actual, path) is not string difference)
+            return null;
+        bool quoted = Json.String(actual) is string text && Json.String(Json.TryParse(text)) is string unquoted &&
+                      unquoted == Json.String(expected);
+        return quoted
+            ? $"{path}: the tool result is JSON-quoted: expected {Show(expected)}, got {Show(actual)}. Send the function's text as it is; the model would read the quotes"
+            : difference;
+    }
+
+    static bool IsNull(JsonNode? node) => node is null || node.GetValueKind() == JsonValueKind.Null;
 
     static bool ValuesEqual(JsonNode? expected, JsonNode? actual)
     {
