@@ -1,0 +1,74 @@
+// A conformance client: the official OpenAI .NET SDK (package OpenAI) runs the tool-calling flow against the replay
+// server, with its own request writing and response parsing. The contract (conformance/README.md): OPENAI_BASE_URL
+// and OPENAI_API_KEY from the environment, options before the question, the question as the last argument; the
+// final answer alone on stdout, exit 0.
+
+using System.ClientModel;
+using System.Text.Json;
+using OpenAI;
+using OpenAI.Chat;
+
+if (args.Length == 0)
+{
+    Console.Error.WriteLine("usage: OpenAIConformance [--no-parallel] QUESTION");
+    return 2;
+}
+string question = args[^1];
+string baseUrl = Environment.GetEnvironmentVariable("OPENAI_BASE_URL") ?? "https://api.openai.com/v1";
+string key = Environment.GetEnvironmentVariable("OPENAI_API_KEY") ?? "";
+
+// No retries: a request the server rejects must show, not be sent again.
+var client = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key),
+    new OpenAIClientOptions { Endpoint = new Uri(baseUrl), RetryPolicy = new System.ClientModel.Primitives.ClientRetryPolicy(maxRetries: 0) });
+
+// The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them.
+var options = new ChatCompletionOptions
+{
+    Tools =
+    {
+        ChatTool.CreateFunctionTool("get_weather", "Returns the current weather in the given city", BinaryData.FromString("""
+            {"type":"object","properties":{"city":{"type":"string","description":"City name, e.g. \"London\""}},"required":["city"]}
+            """)),
+        ChatTool.CreateFunctionTool("get_forecast", "Returns the daily weather forecast for the given city for the next days", BinaryData.FromString("""
+            {"type":"object","properties":{
+              "city":{"type":"string","description":"City name, e.g. \"London\""},
+              "days":{"type":"integer","description":"How many days, from 1 to 7"},
+              "unit":{"type":"string","enum":["celsius","fahrenheit"],"description":"Temperature unit; celsius when left out"},
+              "include":{"type":"array","items":{"type":"string","enum":["wind","humidity","precipitation"]},"description":"Extra details for each day"}},
+             "required":["city","days"]}
+            """)),
+    },
+};
+if (args.Contains("--no-parallel"))
+    options.AllowParallelToolCalls = false;
+
+List<ChatMessage> messages = [new UserChatMessage(question)];
+try
+{
+    for (int round = 1; round <= 8; round++)
+    {
+        ChatCompletion completion = (await client.CompleteChatAsync(messages, options)).Value;
+        if (completion.ToolCalls.Count == 0)
+        {
+            Console.WriteLine(string.Concat(completion.Content.Select(part => part.Text)));
+            return 0;
+        }
+        messages.Add(new AssistantChatMessage(completion)); // the assistant message first, then one tool message per call
+        foreach (ChatToolCall call in completion.ToolCalls)
+            messages.Add(new ToolChatMessage(call.Id, Run(call.FunctionName, call.FunctionArguments)));
+    }
+    Console.Error.WriteLine("error: the model still asks for tools after 8 rounds");
+}
+catch (ClientResultException e)
+{
+    Console.Error.WriteLine($"error: {e.Message.ReplaceLineEndings(" ")}");
+}
+return 1;
+
+static string Run(string name, BinaryData arguments)
+{
+    using JsonDocument parsed = JsonDocument.Parse(arguments);
+    return name == "get_weather"
+        ? $"It's currently +18°C and partly cloudy in {parsed.RootElement.GetProperty("city").GetString()}"
+        : $"Error: unknown function '{name}'.";
+}

@@ -1,0 +1,75 @@
+// A conformance client: the official `openai` npm package runs the tool-calling flow against the replay server.
+// The contract (conformance/README.md): OPENAI_BASE_URL and OPENAI_API_KEY from the environment, the question as the
+// last argument, options before it; the final answer alone on stdout, exit 0.
+import OpenAI from "openai";
+
+const args = process.argv.slice(2);
+const question = args.at(-1);
+const noParallel = args.includes("--no-parallel");
+
+// The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them.
+const city = { type: "string", description: 'City name, e.g. "London"' };
+const tools = [
+  {
+    type: "function",
+    function: {
+      name: "get_weather",
+      description: "Returns the current weather in the given city",
+      parameters: { type: "object", properties: { city }, required: ["city"] },
+    },
+  },
+  {
+    type: "function",
+    function: {
+      name: "get_forecast",
+      description: "Returns the daily weather forecast for the given city for the next days",
+      parameters: {
+        type: "object",
+        properties: {
+          city,
+          days: { type: "integer", description: "How many days, from 1 to 7" },
+          unit: { type: "string", enum: ["celsius", "fahrenheit"], description: "Temperature unit; celsius when left out" },
+          include: {
+            type: "array",
+            items: { type: "string", enum: ["wind", "humidity", "precipitation"] },
+            description: "Extra details for each day",
+          },
+        },
+        required: ["city", "days"],
+      },
+    },
+  },
+];
+
+function run(name, argumentsJson) {
+  const parsed = JSON.parse(argumentsJson);
+  if (name === "get_weather") return `It's currently +18°C and partly cloudy in ${parsed.city}`;
+  return `Error: unknown function '${name}'.`;
+}
+
+// The SDK reads OPENAI_BASE_URL and OPENAI_API_KEY itself. No retries: a rejected request must show, not be retried.
+const client = new OpenAI({ maxRetries: 0 });
+const messages = [{ role: "user", content: question }];
+// Exit 0 with the answer on stdout, else 1 with one error line on stderr.
+process.exitCode = 1;
+try {
+  let answered = false;
+  for (let round = 1; round <= 8; round++) {
+    const request = { model: "gpt-4o-mini", messages, tools };
+    if (noParallel) request.parallel_tool_calls = false;
+    const completion = await client.chat.completions.create(request);
+    const message = completion.choices[0].message;
+    if (!message.tool_calls?.length) {
+      console.log(message.content);
+      answered = true;
+      process.exitCode = 0;
+      break;
+    }
+    messages.push(message); // the assistant message as received, then one tool message per call
+    for (const call of message.tool_calls)
+      messages.push({ role: "tool", tool_call_id: call.id, content: run(call.function.name, call.function.arguments) });
+  }
+  if (!answered) console.error("error: the model still asks for tools after 8 rounds");
+} catch (error) {
+  console.error(`error: ${error.message}`); // one line: an API error, or a response the SDK could not parse
+}
