@@ -392,7 +392,7 @@ static class ToolCalling
         throw new FlowException("the model's message has neither text content nor tool_calls, so there is no answer to print.");
     }
 
-    static string HistoryShape(JsonArray messages) =>
+    internal static string HistoryShape(JsonArray messages) =>
         string.Join(", ", messages.Select(m => Json.String(Json.At(m, "role")) switch
         {
             "assistant" when m!["tool_calls"] is JsonArray calls => $"assistant with {Plural(calls.Count, "tool call")}",
@@ -2075,6 +2075,89 @@ sealed class FlowException(string message) : Exception(OneLine(message))
 sealed class UsageException(string message) : Exception(message);
 
 // =====================================================================================================================
+// The run as a picture (--diagram): a Mermaid sequence diagram of what was sent and received, printed after the answer.
+// =====================================================================================================================
+
+/// <summary>
+/// --diagram: the run that just happened as a Mermaid sequence diagram in a ```mermaid block (GitHub renders it): the
+/// user, the client, the model and the tools, with each request and reply and their key fields. It is drawn from the
+/// requests as recorded: each request's own fields, and in the last one's history, what each reply asked for and
+/// what each tool answered.
+/// </summary>
+static class RunDiagram
+{
+    const int MaxText = 100; // longer texts are cut: the picture shows the flow, --trace shows the bytes
+
+    public static string Mermaid(IReadOnlyList<Interaction> requests, string answer)
+    {
+        JsonArray history = Json.At(requests[^1].RequestBody, "messages") as JsonArray ?? [];
+        var diagram = new StringBuilder("```mermaid\nsequenceDiagram\n");
+        void Line(string line) => diagram.Append("    ").Append(line).Append('\n');
+
+        foreach (string participant in new[] { "user", "client", "model", "tools" })
+            Line($"participant {participant}");
+        JsonNode? question = history.FirstOrDefault(m => Json.String(Json.At(m, "role")) == "user");
+        Line($"user->>client: {Text(Json.String(Json.At(question, "content")) ?? "")}");
+        for (int i = 0; i < requests.Count; i++)
+        {
+            Line(i == 0 ? "Note over client,model: Step 1: the question and the tools" : "Note over client,model: Step 4: the whole history again");
+            Line($"client->>model: {Request(requests[i].RequestBody, first: i == 0, out int sent)}");
+            // The reply to this request is the message after what it sent, in the history the next requests carry.
+            if (i == requests.Count - 1 || sent >= history.Count || history[sent] is not JsonObject reply || reply["tool_calls"] is not JsonArray calls)
+            {
+                Line($"model-->>client: content: {Text(answer)}");
+                continue;
+            }
+            Line($"Note over client,model: Step 2: the reply asks for {ToolCalling.Plural(calls.Count, "tool call")}");
+            Line($"model-->>client: tool_calls: {string.Join(", ", calls.Select(Call))}");
+            Line("Note over client,tools: Step 3: run each call, one tool message per call");
+            foreach (JsonNode? call in calls)
+            {
+                string? id = Json.String(Json.At(call, "id"));
+                JsonNode? result = history.Skip(sent + 1).FirstOrDefault(m => Json.String(Json.At(m, "tool_call_id")) == id);
+                Line($"client->>tools: {Call(call)}");
+                Line($"tools-->>client: {Text(Json.String(Json.At(result, "content")) ?? "")}");
+            }
+        }
+        Line($"client->>user: {Text(answer)}");
+        return diagram.Append("```\n").ToString();
+    }
+
+    /// <summary>"POST /chat/completions: messages [...]" and, on the first request, the tools; then any field that
+    /// steers tool use. `sent` is how many messages the request carried.</summary>
+    static string Request(JsonNode? body, bool first, out int sent)
+    {
+        JsonArray messages = Json.At(body, "messages") as JsonArray ?? [];
+        sent = messages.Count;
+        var text = new StringBuilder($"POST /chat/completions: messages [{ToolCalling.HistoryShape(messages)}]");
+        if (first && Json.At(body, "tools") is JsonArray tools)
+            text.Append($", tools [{string.Join(", ", tools.Select(t => Json.String(Json.At(t, "function", "name"))))}]");
+        foreach (string field in new[] { "tool_choice", "parallel_tool_calls" })
+        {
+            if (Json.At(body, field) is JsonNode value)
+                text.Append($", {field} {Json.Compact(value)}");
+        }
+        return Text(text.ToString(), cut: false);
+    }
+
+    static string Call(JsonNode? call) =>
+        Text($"{Json.String(Json.At(call, "function", "name"))}({Json.String(Json.At(call, "function", "arguments"))})");
+
+    /// <summary>One line of diagram text: Mermaid reads ";" and "#" itself and "<" and ">" as HTML, so those are
+    /// written as its entity codes (#59; and so on).</summary>
+    static string Text(string text, bool cut = true)
+    {
+        text = text.ReplaceLineEndings(" ");
+        if (cut && text.Length > MaxText)
+            text = text[..MaxText] + "…";
+        var escaped = new StringBuilder(text.Length);
+        foreach (char c in text)
+            escaped.Append(c is '#' or ';' or '<' or '>' ? $"#{(int)c};" : c);
+        return escaped.ToString();
+    }
+}
+
+// =====================================================================================================================
 // The command line
 // =====================================================================================================================
 
@@ -2121,11 +2204,12 @@ static class Cli
           --retries N        send a request again up to N times after 408, 409, 429, 5xx, a timeout or a
                              connection error, waiting as the server asks or backing off (default 2)
           --timeout SECONDS  the most one request may take, response body included (default 60)
+          --diagram          after the answer, a Mermaid sequence diagram of the run on stdout (a ```mermaid block)
           --port N           with serve: the port to listen on (default 0: any free port)
           --host ADDRESS     with serve: the address to listen on (default 127.0.0.1: this machine only)
           -h, --help         this text
 
-        Output: the answer on stdout; the step log (Step 1 to Step 4) and errors on stderr.
+        Output: the answer on stdout (with --diagram, the diagram after it); the step log and errors on stderr.
         Exit codes: 0 ok, 1 API or flow failure, 2 usage or configuration error, 130 cancelled (Ctrl+C).
         """;
 
@@ -2229,7 +2313,8 @@ static class Cli
             {
                 Timeout = Timeout.InfiniteTimeSpan,
             };
-            Recorder? recorder = options.Record is null ? null : new Recorder(baseUrl);
+            // --diagram draws the run from its recorded requests, so it records too (in memory; only --record saves).
+            Recorder? recorder = options.Record is null && !options.Diagram ? null : new Recorder(baseUrl);
             var chat = new ChatClient(http, baseUrl, apiKey, log, recorder, options.Api)
             {
                 Retries = new RetryPolicy { MaxRetries = options.Retries, Timeout = TimeSpan.FromSeconds(options.TimeoutSeconds) },
@@ -2246,6 +2331,8 @@ static class Cli
                 });
                 if (!chat.LastReplyStreamed)
                     stdout.WriteLine(answer); // a streamed answer has been printed as it arrived
+                if (options.Diagram)
+                    stdout.Write("\n" + RunDiagram.Mermaid(recorder!.Interactions, answer));
                 if (chat.PromptTokens + chat.CompletionTokens > 0)
                     log.Info($"Tokens: {chat.PromptTokens + chat.CompletionTokens} in total ({chat.PromptTokens} in, {chat.CompletionTokens} out) over {ToolCalling.Plural(chat.Requests, "request")}.");
                 return 0;
@@ -2407,6 +2494,7 @@ sealed class Options
     public bool Stream { get; private set; }
     public int Retries { get; private set; } = 2;
     public int TimeoutSeconds { get; private set; } = 60;
+    public bool Diagram { get; private set; }
     public bool Help { get; private set; }
     public string? ServeCassette { get; private set; }
     public Api Api { get; private set; } = Api.Chat;
@@ -2442,6 +2530,7 @@ sealed class Options
                 case "--api" when !serve: options.Api = ApiNamed(Value()); break;
                 case "--retries" when !serve: options.Retries = WholeNumber(arg, Value(), min: 0, max: 10); break;
                 case "--timeout" when !serve: options.TimeoutSeconds = WholeNumber(arg, Value(), min: 1, max: 3600); break;
+                case "--diagram" when !serve: options.Diagram = true; break;
                 case "--port" when serve: options.Port = WholeNumber(arg, Value(), min: 0, max: 65535); break;
                 case "--host" when serve: options.Host = Address(arg, Value()); break;
                 case "--api-key" or "--key":
@@ -2507,6 +2596,8 @@ sealed class Recorder(string baseUrl)
     readonly List<Interaction> interactions = [];
 
     public int Count => interactions.Count;
+
+    public IReadOnlyList<Interaction> Interactions => interactions;
 
     // Of the response headers, only those that change what a client does next: how long to wait before a retry.
     static readonly string[] KeptHeaders = ["Retry-After", "retry-after-ms"];

@@ -1,0 +1,261 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace ToolCall.Tests;
+
+/// <summary>PROTOCOL.md stays true: each JSON block it quotes from a cassette equals that part of the cassette, and
+/// each 400 the server sends is written in it word for word.</summary>
+public partial class ProtocolDocTests
+{
+    static readonly string ProtocolMd = File.ReadAllText(Path.Combine(Repo.Root, "PROTOCOL.md"));
+
+    // <!-- cassette: FILE PATH --> then, after blank lines, a ```json block.
+    [GeneratedRegex(@"^<!-- cassette: (?<file>\S+) (?<path>\S+) -->\s*```json\n(?<json>.*?)\n```", RegexOptions.Singleline | RegexOptions.Multiline)]
+    private static partial Regex QuotedBlock();
+
+    public static TheoryData<string, string> QuotedBlocks()
+    {
+        var blocks = new TheoryData<string, string>();
+        foreach (Match block in QuotedBlock().Matches(ProtocolMd))
+            blocks.Add(block.Groups["file"].Value, block.Groups["path"].Value);
+        return blocks;
+    }
+
+    [Theory]
+    [MemberData(nameof(QuotedBlocks))]
+    public void QuotedJsonBlock_EqualsThePartOfTheCassetteItQuotes(string file, string path)
+    {
+        Match block = QuotedBlock().Matches(ProtocolMd).First(m => m.Groups["file"].Value == file && m.Groups["path"].Value == path);
+        JsonNode? quoted = JsonNode.Parse(block.Groups["json"].Value);
+        JsonNode? cassette = At(JsonNode.Parse(File.ReadAllText(Repo.Cassette(file))), path);
+
+        Assert.True(JsonNode.DeepEquals(cassette, quoted), $"PROTOCOL.md's block for {file} {path} differs from the cassette:\n{cassette?.ToJsonString()}");
+    }
+
+    [Fact]
+    public void EveryCassetteMarker_IsFollowedByTheJsonBlockItDescribes()
+    {
+        int markers = Regex.Matches(ProtocolMd, "^<!-- cassette:", RegexOptions.Multiline).Count;
+
+        Assert.Equal(markers, QuotedBlock().Matches(ProtocolMd).Count);
+    }
+
+    [Theory]
+    [InlineData("two-cities.json interactions[0].request.body")]            // step 1
+    [InlineData("two-cities.json interactions[0].response.body")]           // step 2
+    [InlineData("two-cities.json interactions[1].request.body.messages")]   // step 3
+    [InlineData("two-cities.json interactions[1].response.body")]           // step 4
+    public void TheFourSteps_AreQuotedFromTheTwoCityCassette(string quote) =>
+        Assert.Contains($"<!-- cassette: {quote} -->", ProtocolMd);
+
+    [Fact]
+    public void AChangedCassette_WouldFailTheCheck()
+    {
+        // The comparison the theory makes, on a block that is off by one character.
+        JsonNode? cassette = At(JsonNode.Parse(File.ReadAllText(Repo.Cassette("two-cities.json"))), "interactions[1].response.body.choices[0].message.content");
+
+        Assert.False(JsonNode.DeepEquals(cassette, JsonValue.Create("Right now it's +18°C and partly cloudy in both London and Paris!")));
+    }
+
+    /// <summary>A rule the server enforces, and a request that breaks it, as PROTOCOL.md's tables show them.</summary>
+    static readonly Dictionary<string, Func<JsonObject>> Violations = new()
+    {
+        ["tool_choice without tools"] = () => Without("tools", With("tool_choice", "auto")),
+        ["parallel_tool_calls without tools"] = () => Without("tools", With("parallel_tool_calls", false)),
+        ["a function without a name"] = () => Tool(0, function => function.Remove("name")),
+        ["a name too long"] = () => Tool(0, function => function["name"] = new string('a', 65)),
+        ["a name off the pattern"] = () => Tool(0, function => function["name"] = "get.weather"),
+        ["two functions with one name"] = () => Tool(1, function => function["name"] = "get_weather"),
+        ["tool_choice a bare name"] = () => With("tool_choice", "get_weather"),
+        ["tool_choice a function not in tools"] = () => With("tool_choice", JsonNode.Parse("""{"type":"function","function":{"name":"get_time"}}""")),
+        ["strict without additionalProperties"] = () => Tool(1, function => function["strict"] = true),
+        ["strict with an optional property"] = () => Tool(1, function =>
+        {
+            function["strict"] = true;
+            function["parameters"]!["additionalProperties"] = false;
+        }),
+        ["strict with an extra required key"] = () => Tool(1, function =>
+        {
+            function["strict"] = true;
+            function["parameters"] = StrictSchema.Rewrite(function["parameters"]!.AsObject());
+            function["parameters"]!["required"]!.AsArray().Add("when");
+        }),
+        ["no messages"] = () => Without("messages", Wire.Request(Wire.User("x"))),
+        ["a tool message first"] = () => Wire.Request(Wire.User("Weather?"), Wire.ToolMessage("call_1", "x")),
+        ["a tool message without its id"] = () =>
+        {
+            JsonObject request = Wire.Request(Wire.User("Weather?"), Wire.AskForTools(Wire.WeatherCall("call_1", "London")), Wire.ToolMessage("call_1", "x"));
+            request["messages"]![2]!.AsObject().Remove("tool_call_id");
+            return request;
+        },
+        ["a tool message for a call not made"] = () => Wire.Request(
+            Wire.User("Weather?"), Asked(), Wire.ToolMessage("call_1", "x"), Wire.ToolMessage("call_9", "y")),
+        ["a call unanswered"] = () => Wire.Request(Wire.User("Weather?"), Asked(), Wire.ToolMessage("call_1", "x")),
+        ["empty tool_calls"] = () => Wire.Request(Wire.User("Weather?"), Wire.AskForTools()),
+        ["arguments as an object"] = () => Wire.Request(
+            Wire.User("Weather?"), Wire.AskForTools(Wire.Call("call_1", "get_weather", new JsonObject { ["city"] = "London" })), Wire.ToolMessage("call_1", "x")),
+    };
+
+    public static TheoryData<string> RuleNames() => [.. Violations.Keys];
+
+    [Theory]
+    [MemberData(nameof(RuleNames))]
+    public void EveryRuleMessageOfTheServer_IsInProtocolMd_WithItsParamAndCode(string rule)
+    {
+        JsonObject request = Violations[rule]();
+        JsonObject error = (RequestRules.FirstViolation(request) ?? HistoryRules.FirstViolation(request))?["error"]?.AsObject()
+            ?? throw new InvalidOperationException($"the request for '{rule}' breaks no rule");
+        string message = (string)error["message"]!;
+
+        string? row = ProtocolMd.Split('\n').FirstOrDefault(line => line.StartsWith('|') && line.Contains($" {message} |"));
+
+        Assert.True(row is not null, $"PROTOCOL.md has no table row with the message: {message}");
+        Assert.Contains($"| `{(string)error["param"]!}` |", row);
+        Assert.EndsWith(error["code"] is JsonNode code ? $"| `{(string)code!}` |" : "| null |", row);
+    }
+
+    [Fact]
+    public async Task TheServersOtherAnswers_AreInProtocolMd()
+    {
+        await using ReplayServer server = ReplayServer.Start(Cassette.Load(Repo.Cassette("weather.json")));
+        JsonObject request = Wire.Request(Wire.User("Weather?"));
+
+        (_, JsonNode? unknownUrl) = await Http.PostAsync(server.BaseUrl.Replace("/v1", "") + "/chat/completions", request);
+        (_, JsonNode? notJson) = await Http.PostTextAsync(server.BaseUrl + "/chat/completions", "{");
+        (_, JsonNode? notAnObject) = await Http.PostTextAsync(server.BaseUrl + "/chat/completions", "[]");
+
+        foreach (JsonNode? body in new[] { unknownUrl, notJson, notAnObject })
+            Assert.Contains($" {(string)body!["error"]!["message"]!} |", ProtocolMd);
+    }
+
+    static JsonObject Asked() => Wire.AskForTools(Wire.WeatherCall("call_1", "London"), Wire.WeatherCall("call_2", "Paris"));
+
+    static JsonObject With(string field, JsonNode? value)
+    {
+        JsonObject request = Wire.Request(Wire.User("Weather?"));
+        request[field] = value;
+        return request;
+    }
+
+    static JsonObject Without(string field, JsonObject request)
+    {
+        request.Remove(field);
+        return request;
+    }
+
+    static JsonObject Tool(int index, Action<JsonObject> change)
+    {
+        JsonObject request = Wire.Request(Wire.User("Weather?"));
+        change(request["tools"]![index]!["function"]!.AsObject());
+        return request;
+    }
+
+    /// <summary>The node at a path such as interactions[1].request.body.messages.</summary>
+    static JsonNode? At(JsonNode? node, string path)
+    {
+        foreach (Match step in Regex.Matches(path, @"(?<name>[^.\[\]]+)|\[(?<index>\d+)\]"))
+            node = step.Groups["name"].Success ? node?[step.Groups["name"].Value] : node?[int.Parse(step.Groups["index"].Value)];
+        return node;
+    }
+}
+
+/// <summary>--diagram: the run as a Mermaid sequence diagram after the answer; the README shows the two-city one.</summary>
+public class DiagramTests
+{
+    const string TwoCitiesAnswer = "Right now it's +18°C and partly cloudy in both London and Paris.";
+
+    [Fact]
+    public async Task WithoutDiagram_TheAnswerIsAloneOnStdout()
+    {
+        CliResult run = await App.RunAsync("--replay", Repo.Cassette("two-cities.json"));
+
+        Assert.Equal(TwoCitiesAnswer + Environment.NewLine, run.Stdout);
+    }
+
+    [Fact]
+    public async Task Diagram_FollowsTheAnswerOnStdout_AsAMermaidBlock()
+    {
+        CliResult run = await App.RunAsync("--replay", Repo.Cassette("two-cities.json"), "--diagram");
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.StartsWith(TwoCitiesAnswer + Environment.NewLine + "\n```mermaid\nsequenceDiagram\n", run.Stdout);
+        Assert.EndsWith("```\n", run.Stdout);
+        Assert.DoesNotContain("mermaid", run.Stderr);
+    }
+
+    [Fact]
+    public async Task ReadmeDiagram_IsWhatDiagramPrintsForTheTwoCityCassette()
+    {
+        CliResult run = await App.RunAsync("--replay", Repo.Cassette("two-cities.json"), "--diagram");
+        string readme = File.ReadAllText(Path.Combine(Repo.Root, "README.md")).ReplaceLineEndings("\n");
+
+        Assert.Contains(MermaidBlock(run.Stdout), readme);
+    }
+
+    [Fact]
+    public async Task Diagram_ShowsEachRequestReplyCallAndResult_OfEveryRound()
+    {
+        CliResult run = await App.RunAsync("--no-parallel", "--diagram");
+
+        string diagram = MermaidBlock(run.Stdout);
+        Assert.Equal(3, Regex.Matches(diagram, "client->>model: POST /chat/completions").Count);
+        Assert.Contains("    model-->>client: tool_calls: get_weather({\"city\":\"London\"})\n", diagram);
+        Assert.Contains("    model-->>client: tool_calls: get_weather({\"city\":\"Paris\"})\n", diagram);
+        Assert.Contains("    tools-->>client: It's currently +18°C and partly cloudy in Paris\n", diagram);
+        Assert.Contains("messages [user, assistant with 1 tool call, tool, assistant with 1 tool call, tool], parallel_tool_calls false\n", diagram);
+        Assert.EndsWith($"    client->>user: {TwoCitiesAnswer}\n```\n", diagram);
+    }
+
+    [Fact]
+    public async Task Diagram_ShowsEachRequestsOwnToolChoice()
+    {
+        CliResult run = await App.RunAsync("--tool-choice", "required", "--diagram");
+
+        string diagram = MermaidBlock(run.Stdout);
+        Assert.Contains("tools [get_weather, get_forecast], tool_choice \"required\"\n", diagram);
+        Assert.Contains("messages [user, assistant with 1 tool call, tool], tool_choice \"auto\"\n", diagram);
+    }
+
+    [Fact]
+    public void DiagramText_EscapesWhatMermaidWouldRead_AndCutsLongText()
+    {
+        JsonObject request = Wire.Request(Wire.User("a;b #1 <br> c"));
+        string diagram = RunDiagram.Mermaid([Wire.Exchange(request, Wire.Completion(Wire.Text("x")))], new string('z', 150));
+
+        Assert.Contains("    user->>client: a#59;b #35;1 #60;br#62; c\n", diagram);
+        Assert.Contains($"    client->>user: {new string('z', 100)}…\n", diagram);
+    }
+
+    /// <summary>The ```mermaid block in a text, fences included.</summary>
+    static string MermaidBlock(string text)
+    {
+        int start = text.IndexOf("```mermaid\n", StringComparison.Ordinal);
+        Assert.True(start >= 0, "no ```mermaid block in:\n" + text);
+        int end = text.IndexOf("\n```\n", start, StringComparison.Ordinal);
+        return text[start..(end + 5)];
+    }
+}
+
+/// <summary>conformance/cases.json states what each cassette holds: its question and its final answer.</summary>
+public class ConformanceCaseTests
+{
+    public static TheoryData<string> CaseNames() =>
+        [.. Cases().Select(c => (string)c["name"]!)];
+
+    [Theory]
+    [MemberData(nameof(CaseNames))]
+    public void ConformanceCase_AsksTheCassettesQuestion_AndExpectsItsFinalAnswer(string name)
+    {
+        JsonObject @case = Cases().Single(c => (string)c["name"]! == name);
+        Cassette cassette = Cassette.Load(Path.Combine(Repo.Root, (string)@case["cassette"]!));
+
+        Assert.Equal(cassette.FirstQuestion(), (string)@case["question"]!);
+        Assert.Equal((string)cassette.Interactions[^1].ResponseBody!["choices"]![0]!["message"]!["content"]!, (string)@case["answer"]!);
+        Assert.Equal(JsonValueKind.Array, @case["history"]!.GetValueKind());
+    }
+
+    static IEnumerable<JsonObject> Cases() =>
+        JsonNode.Parse(File.ReadAllText(Path.Combine(Repo.Root, "conformance", "cases.json")))!["cases"]!.AsArray().Select(c => c!.AsObject());
+}
