@@ -9,9 +9,9 @@
 //
 // Read it top to bottom: your functions, the four steps, the HTTP call (and, for --stream, how server-sent events
 // become the same reply), the same four steps on the OpenAI Responses API and on the Anthropic Messages API (--api),
-// the helpers the steps use, the command line, and last, clearly marked, a replay server that answers from recorded
-// responses ("cassettes") so the demo and the tests run offline. Only the .NET base class library: HttpClient and
-// System.Text.Json.Nodes.
+// the helpers the steps use, the run as a diagram (--diagram), the command line, and last, clearly marked, a replay
+// server that answers from recorded responses ("cassettes") so the demo and the tests run offline. Only the .NET
+// base class library: HttpClient and System.Text.Json.Nodes.
 //
 //   dotnet run ToolCall.cs -- --replay weather.json                      offline, from a cassette beside this file
 //   OPENAI_API_KEY=... dotnet run ToolCall.cs -- "Weather in Paris?"      live, against the OpenAI API
