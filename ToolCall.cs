@@ -2081,8 +2081,8 @@ sealed class UsageException(string message) : Exception(message);
 /// <summary>
 /// --diagram: the run that just happened as a Mermaid sequence diagram in a ```mermaid block (GitHub renders it): the
 /// user, the client, the model and the tools, with each request and reply and their key fields. It is drawn from the
-/// requests as recorded: each request's own fields, and in the last one's history, what each reply asked for and
-/// what each tool answered.
+/// requests as recorded: each request's own fields (and the status of a failed attempt), and in the last one's
+/// history, what each reply asked for and what each tool answered.
 /// </summary>
 static class RunDiagram
 {
@@ -2098,10 +2098,21 @@ static class RunDiagram
             Line($"participant {participant}");
         JsonNode? question = history.FirstOrDefault(m => Json.String(Json.At(m, "role")) == "user");
         Line($"user->>client: {Text(Json.String(Json.At(question, "content")) ?? "")}");
+        bool answered = false, retry = false; // answered: a reply has come (so this is step 4); retry: the last one failed
         for (int i = 0; i < requests.Count; i++)
         {
-            Line(i == 0 ? "Note over client,model: Step 1: the question and the tools" : "Note over client,model: Step 4: the whole history again");
-            Line($"client->>model: {Request(requests[i].RequestBody, first: i == 0, out int sent)}");
+            Line(retry ? "Note over client,model: the same request again (a retry)"
+                : answered ? "Note over client,model: Step 4: the whole history again" : "Note over client,model: Step 1: the question and the tools");
+            Line($"client->>model: {Request(requests[i].RequestBody, first: !answered, out int sent)}");
+            // A failed attempt (--retries sends it again): its status and the API's message, on a crossed arrow.
+            retry = requests[i].Status is < 200 or > 299;
+            if (retry)
+            {
+                string? error = Json.String(Json.At(requests[i].ResponseBody, "error", "message"));
+                Line($"model--xclient: HTTP {requests[i].Status}{(error is null ? "" : ": " + Text(error))}");
+                continue;
+            }
+            answered = true;
             // The reply to this request is the message after what it sent, in the history the next requests carry.
             if (i == requests.Count - 1 || sent >= history.Count || history[sent] is not JsonObject reply || reply["tool_calls"] is not JsonArray calls)
             {

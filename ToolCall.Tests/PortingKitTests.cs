@@ -219,6 +219,19 @@ public class DiagramTests
     }
 
     [Fact]
+    public async Task Diagram_ShowsAFailedAttempt_AndItsRetry()
+    {
+        CliResult run = await App.RunAsync("--replay", Repo.Cassette("faults/retry-then-answer.json"), "--diagram");
+
+        string diagram = MermaidBlock(run.Stdout);
+        Assert.Contains("    model--xclient: HTTP 429: Rate limit reached", diagram);
+        Assert.Contains("    model--xclient: HTTP 503: ", diagram);
+        Assert.Equal(2, Regex.Matches(diagram, "Note over client,model: the same request again \\(a retry\\)").Count);
+        Assert.Single(Regex.Matches(diagram, "Step 1:"));
+        Assert.Single(Regex.Matches(diagram, "Step 2:"));
+    }
+
+    [Fact]
     public void DiagramText_EscapesWhatMermaidWouldRead_AndCutsLongText()
     {
         JsonObject request = Wire.Request(Wire.User("a;b #1 <br> c"));
