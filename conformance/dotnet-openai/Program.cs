@@ -17,9 +17,9 @@ string question = args[^1];
 string baseUrl = Environment.GetEnvironmentVariable("OPENAI_BASE_URL") ?? "https://api.openai.com/v1";
 string key = Environment.GetEnvironmentVariable("OPENAI_API_KEY") ?? "";
 
-// No retries: a request the server rejects must show, not be sent again.
-var client = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key),
-    new OpenAIClientOptions { Endpoint = new Uri(baseUrl), RetryPolicy = new System.ClientModel.Primitives.ClientRetryPolicy(maxRetries: 0) });
+// The SDK's own retry policy stays on: it retries a 429 or a 5xx, waiting as Retry-After says, and never a 400 such as
+// the replay server's mismatch.
+var client = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri(baseUrl) });
 
 // The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them.
 var options = new ChatCompletionOptions

@@ -47,8 +47,9 @@ function run(name, argumentsJson) {
   return `Error: unknown function '${name}'.`;
 }
 
-// The SDK reads OPENAI_BASE_URL and OPENAI_API_KEY itself. No retries: a rejected request must show, not be retried.
-const client = new OpenAI({ maxRetries: 0 });
+// The SDK reads OPENAI_BASE_URL and OPENAI_API_KEY itself. Its own retry policy stays on: it retries a 429 or a 5xx,
+// waiting as Retry-After says, and never a 400 such as the replay server's mismatch.
+const client = new OpenAI();
 const messages = [{ role: "user", content: question }];
 // Exit 0 with the answer on stdout, else 1 with one error line on stderr.
 process.exitCode = 1;
