@@ -265,9 +265,15 @@ public class ConformanceCaseTests
         Cassette cassette = Cassette.Load(Path.Combine(Repo.Root, (string)@case["cassette"]!));
 
         Assert.Equal(cassette.FirstQuestion(), (string)@case["question"]!);
-        Assert.Equal((string)cassette.Interactions[^1].ResponseBody!["choices"]![0]!["message"]!["content"]!, (string)@case["answer"]!);
+        Assert.Equal(FinalText(cassette.Interactions[^1]), (string)@case["answer"]!);
         Assert.Equal(JsonValueKind.Array, @case["history"]!.GetValueKind());
+        Assert.Equal(cassette.Interactions[^1].ResponseEvents is not null, @case["args"]!.AsArray().Any(a => (string)a! == "--stream"));
     }
+
+    /// <summary>The text of the last reply: its message's content, or a stream's content pieces joined.</summary>
+    static string FinalText(Interaction last) => last.ResponseEvents is JsonArray events
+        ? string.Concat(events.OfType<JsonObject>().Select(e => (string?)e["choices"]?.AsArray().FirstOrDefault()?["delta"]?["content"]))
+        : (string)last.ResponseBody!["choices"]![0]!["message"]!["content"]!;
 
     static IEnumerable<JsonObject> Cases() =>
         JsonNode.Parse(File.ReadAllText(Path.Combine(Repo.Root, "conformance", "cases.json")))!["cases"]!.AsArray().Select(c => c!.AsObject());

@@ -4,13 +4,14 @@
 // final answer alone on stdout, exit 0.
 
 using System.ClientModel;
+using System.Text;
 using System.Text.Json;
 using OpenAI;
 using OpenAI.Chat;
 
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: OpenAIConformance [--no-parallel] QUESTION");
+    Console.Error.WriteLine("usage: OpenAIConformance [--no-parallel] [--stream] QUESTION");
     return 2;
 }
 string question = args[^1];
@@ -41,20 +42,23 @@ var options = new ChatCompletionOptions
 };
 if (args.Contains("--no-parallel"))
     options.AllowParallelToolCalls = false;
+bool stream = args.Contains("--stream"); // the SDK then sends "stream": true and "stream_options": {"include_usage": true}
 
 List<ChatMessage> messages = [new UserChatMessage(question)];
 try
 {
     for (int round = 1; round <= 8; round++)
     {
-        ChatCompletion completion = (await client.CompleteChatAsync(messages, options)).Value;
-        if (completion.ToolCalls.Count == 0)
+        (string text, IReadOnlyList<ChatToolCall> calls, AssistantChatMessage reply) = stream
+            ? await StreamedReplyAsync(client, messages, options)
+            : Reply((await client.CompleteChatAsync(messages, options)).Value);
+        if (calls.Count == 0)
         {
-            Console.WriteLine(string.Concat(completion.Content.Select(part => part.Text)));
+            Console.WriteLine(text);
             return 0;
         }
-        messages.Add(new AssistantChatMessage(completion)); // the assistant message first, then one tool message per call
-        foreach (ChatToolCall call in completion.ToolCalls)
+        messages.Add(reply); // the assistant message first, then one tool message per call
+        foreach (ChatToolCall call in calls)
             messages.Add(new ToolChatMessage(call.Id, Run(call.FunctionName, call.FunctionArguments)));
     }
     Console.Error.WriteLine("error: the model still asks for tools after 8 rounds");
@@ -64,6 +68,29 @@ catch (ClientResultException e)
     Console.Error.WriteLine($"error: {e.Message.ReplaceLineEndings(" ")}");
 }
 return 1;
+
+static (string Text, IReadOnlyList<ChatToolCall> Calls, AssistantChatMessage Reply) Reply(ChatCompletion completion) =>
+    (string.Concat(completion.Content.Select(part => part.Text)), completion.ToolCalls, new AssistantChatMessage(completion));
+
+// Streamed, the SDK reads the server-sent events into updates; a call arrives in fragments, told apart by its index.
+static async Task<(string Text, IReadOnlyList<ChatToolCall> Calls, AssistantChatMessage Reply)> StreamedReplyAsync(
+    ChatClient client, List<ChatMessage> messages, ChatCompletionOptions options)
+{
+    var text = new StringBuilder();
+    var fragments = new SortedDictionary<int, (string? Id, string? Name, StringBuilder Arguments)>();
+    await foreach (StreamingChatCompletionUpdate update in client.CompleteChatStreamingAsync(messages, options))
+    {
+        foreach (ChatMessageContentPart part in update.ContentUpdate)
+            text.Append(part.Text);
+        foreach (StreamingChatToolCallUpdate fragment in update.ToolCallUpdates)
+        {
+            (string? id, string? name, StringBuilder arguments) = fragments.GetValueOrDefault(fragment.Index, (null, null, new StringBuilder()));
+            fragments[fragment.Index] = (fragment.ToolCallId ?? id, fragment.FunctionName ?? name, arguments.Append(fragment.FunctionArgumentsUpdate));
+        }
+    }
+    List<ChatToolCall> calls = [.. fragments.Values.Select(f => ChatToolCall.CreateFunctionToolCall(f.Id, f.Name, BinaryData.FromString(f.Arguments.ToString())))];
+    return (text.ToString(), calls, calls.Count > 0 ? new AssistantChatMessage(calls) : new AssistantChatMessage(text.ToString()));
+}
 
 static string Run(string name, BinaryData arguments)
 {

@@ -6,6 +6,7 @@ import OpenAI from "openai";
 const args = process.argv.slice(2);
 const question = args.at(-1);
 const noParallel = args.includes("--no-parallel");
+const stream = args.includes("--stream");
 
 // The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them.
 const city = { type: "string", description: 'City name, e.g. "London"' };
@@ -58,7 +59,10 @@ try {
   for (let round = 1; round <= 8; round++) {
     const request = { model: "gpt-4o-mini", messages, tools };
     if (noParallel) request.parallel_tool_calls = false;
-    const completion = await client.chat.completions.create(request);
+    // Streamed, the SDK's own helper reads the events and assembles the fragments into one completion.
+    const completion = stream
+      ? await client.chat.completions.stream({ ...request, stream_options: { include_usage: true } }).finalChatCompletion()
+      : await client.chat.completions.create(request);
     const message = completion.choices[0].message;
     if (!message.tool_calls?.length) {
       console.log(message.content);
