@@ -70,6 +70,7 @@ public partial class ProtocolDocTests
         ["two functions with one name"] = () => Tool(1, function => function["name"] = "get_weather"),
         ["tool_choice a bare name"] = () => With("tool_choice", "get_weather"),
         ["tool_choice a function not in tools"] = () => With("tool_choice", JsonNode.Parse("""{"type":"function","function":{"name":"get_time"}}""")),
+        ["stream_options without stream"] = () => With("stream_options", new JsonObject { ["include_usage"] = true }),
         ["strict without additionalProperties"] = () => Tool(1, function => function["strict"] = true),
         ["strict with an optional property"] = () => Tool(1, function =>
         {
