@@ -115,13 +115,13 @@ sealed record ConformanceCase(string Name, string Cassette, IReadOnlyList<string
         JsonArray items = root?["cases"] as JsonArray ?? throw new UsageException($"{path} needs a \"cases\" array.");
         for (int i = 0; i < items.Count; i++)
         {
-            JsonNode? item = items[i];
+            JsonObject? item = items[i] as JsonObject; // the indexer of any other kind of node would throw
             string Text(JsonNode? node, string field) => node is JsonValue value && value.GetValueKind() == JsonValueKind.String
                 ? value.GetValue<string>()
                 : throw new UsageException($"{path}: case {i + 1}: \"{field}\" must be a string.");
             string Field(string field) => Text(item?[field], field);
-            string[] Fields(string field) => [.. (item?[field] as JsonArray ?? []).Select(node => Text(node, field))];
-            cases.Add(new ConformanceCase(Field("name"), Field("cassette"), Fields("args"), Field("question"), Field("answer"), Fields("history")));
+            string[] Strings(string field) => [.. (item?[field] as JsonArray ?? []).Select(node => Text(node, field))];
+            cases.Add(new ConformanceCase(Field("name"), Field("cassette"), Strings("args"), Field("question"), Field("answer"), Strings("history")));
         }
         string[] unknown = [.. only.Where(name => cases.All(c => c.Name != name))];
         if (unknown.Length > 0)
