@@ -3326,8 +3326,8 @@ static class JsonMatch
     };
 
     /// <summary>
-    /// Whether `owner[key]` reads as if it were not there: null, a request field at its default, or a field a request
-    /// message does not have. SDKs differ exactly there: Microsoft.Extensions.AI sends tool_choice "auto", the OpenAI
+    /// Whether `owner[key]` reads as if it were not there: null, a request field at its default, or a message's empty
+    /// `annotations`. SDKs differ exactly there: Microsoft.Extensions.AI sends tool_choice "auto", the OpenAI
     /// .NET SDK echoes an assistant message without its `annotations`, openai-node with them.
     /// </summary>
     static bool ReadsAsAbsent(string path, string key, JsonObject owner)
@@ -3341,8 +3341,8 @@ static class JsonMatch
         if (key == "strict" && IsItem(path, "$.tools", then: ".function"))
             return value.GetValueKind() == JsonValueKind.False; // FunctionObject.strict defaults to false
         // `annotations` (citations) belong to the response's message; a request message has no such field
-        // (ChatCompletionRequestAssistantMessage), so an echoed copy of it is not read.
-        return key == "annotations" && IsItem(path, "$.messages");
+        // (ChatCompletionRequestAssistantMessage), so an echoed empty one is the same as none. Real citations differ.
+        return key == "annotations" && IsItem(path, "$.messages") && value is JsonArray { Count: 0 };
     }
 
     /// <summary>Whether `path` is "{array}[N]{then}", an item of that array (or a field of it).</summary>
