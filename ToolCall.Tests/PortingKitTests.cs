@@ -202,11 +202,26 @@ public class DiagramTests
 
         string diagram = MermaidBlock(run.Stdout);
         Assert.Equal(3, Regex.Matches(diagram, "client->>model: POST /chat/completions").Count);
-        Assert.Contains("    model-->>client: tool_calls: get_weather({\"city\":\"London\"})\n", diagram);
-        Assert.Contains("    model-->>client: tool_calls: get_weather({\"city\":\"Paris\"})\n", diagram);
+        Assert.Contains("    model-->>client: calls get_weather({\"city\":\"London\"})\n", diagram);
+        Assert.Contains("    model-->>client: calls get_weather({\"city\":\"Paris\"})\n", diagram);
         Assert.Contains("    tools-->>client: It's currently +18°C and partly cloudy in Paris\n", diagram);
         Assert.Contains("messages [user, assistant with 1 tool call, tool, assistant with 1 tool call, tool], parallel_tool_calls false\n", diagram);
         Assert.EndsWith($"    client->>user: {TwoCitiesAnswer}\n```\n", diagram);
+    }
+
+    [Theory]
+    [InlineData("responses", "POST /responses: input [user, function_call, function_call_output]")]
+    [InlineData("anthropic", "POST /messages: messages [user, assistant with 1 tool_use, user with 1 tool_result]")]
+    public async Task Diagram_ReadsTheHistoryOfEachApi(string api, string secondRequest)
+    {
+        CliResult run = await App.RunAsync("--api", api, "--diagram");
+
+        string diagram = MermaidBlock(run.Stdout);
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("    user->>client: What's the weather in London right now?\n", diagram);
+        Assert.Contains("    model-->>client: calls get_weather({\"city\":\"London\"})\n", diagram);
+        Assert.Contains("    tools-->>client: It's currently +18°C and partly cloudy in London\n", diagram);
+        Assert.Contains($"    client->>model: {secondRequest}\n", diagram);
     }
 
     [Fact]
