@@ -145,3 +145,105 @@ public class MatchingTests
         Assert.StartsWith("Replay mismatch at interaction 1 of 1: $.messages[2].content: the tool result is JSON-quoted: ", (string)body!["error"]!["message"]!);
     }
 }
+
+/// <summary>
+/// The same reading on the Responses and Messages APIs: each API's own defaults, a text content written either way,
+/// and a JSON-quoted tool result named in each API's place for it.
+/// </summary>
+public class ApiMatchingTests
+{
+    /// <summary>The last request of a bundled cassette: the whole history of a one-call flow.</summary>
+    static JsonObject LastRequest(string cassette) =>
+        Cassette.Load(Repo.Cassette(cassette)).Interactions[^1].RequestBody!.DeepClone().AsObject();
+
+    static JsonObject Responses() => LastRequest("responses-weather.json");
+
+    static JsonObject Messages() => LastRequest("anthropic-weather.json");
+
+    [Fact]
+    public void ResponsesInputMessage_TypedAndAsOneInputTextPart_MatchesTheString_BothWays()
+    {
+        // What the OpenAI .NET SDK's ResponseItem.CreateUserMessageItem(text) sends.
+        JsonObject sent = Responses();
+        sent["input"]![0] = JsonNode.Parse("""{"type":"message","role":"user","content":[{"type":"input_text","text":"What's the weather in London right now?"}]}""");
+
+        Assert.Null(JsonMatch.FirstDifference(Responses(), sent, "/responses"));
+        Assert.Null(JsonMatch.FirstDifference(sent, Responses(), "/responses"));
+    }
+
+    [Theory]
+    [InlineData("""[{"type":"output_text","text":"What's the weather in London right now?"}]""")] // a user message's part is input_text
+    [InlineData("""[{"type":"input_text","text":"What's the weather"},{"type":"input_text","text":" in London right now?"}]""")]
+    [InlineData("""[{"type":"input_text","text":"What's the weather in Paris right now?"}]""")]
+    public void ResponsesInputMessage_OtherParts_AreADifference(string content)
+    {
+        JsonObject sent = Responses();
+        sent["input"]![0]!["content"] = JsonNode.Parse(content);
+
+        Assert.StartsWith("$.input[0].content: expected \"What's the weather in London right now?\", got ", JsonMatch.FirstDifference(Responses(), sent, "/responses"));
+    }
+
+    [Fact]
+    public void MessagesContent_AsOneTextBlock_MatchesTheString_InAMessageAndInAToolResult()
+    {
+        JsonObject sent = Messages();
+        sent["messages"]![0]!["content"] = JsonNode.Parse("""[{"type":"text","text":"What's the weather in London right now?"}]""");
+        sent["messages"]![2]!["content"]![0]!["content"] = JsonNode.Parse($$"""[{"type":"text","text":"{{Wire.Weather("London")}}"}]""");
+
+        Assert.Null(JsonMatch.FirstDifference(Messages(), sent, "/messages"));
+    }
+
+    [Theory]
+    [InlineData("/responses", "store", "true")] // the Responses API stores by default; Chat Completions does not
+    [InlineData("/responses", "truncation", "\"disabled\"")]
+    [InlineData("/responses", "parallel_tool_calls", "true")]
+    [InlineData("/responses", "tool_choice", "\"auto\"")]
+    [InlineData("/messages", "tool_choice", """{"type":"auto"}""")]
+    [InlineData("/messages", "temperature", "1.0")]
+    [InlineData("/messages", "stream", "false")]
+    public void FieldAtThatApisDefault_MatchesItsAbsence(string endpoint, string field, string value)
+    {
+        JsonObject recorded = endpoint == "/responses" ? Responses() : Messages();
+        JsonObject sent = recorded.DeepClone().AsObject();
+        sent[field] = JsonNode.Parse(value);
+
+        Assert.Null(JsonMatch.FirstDifference(recorded, sent, endpoint));
+        Assert.Null(JsonMatch.FirstDifference(sent, recorded, endpoint));
+    }
+
+    [Theory]
+    [InlineData("/responses", "store", "false")] // Chat Completions' default, not the Responses API's
+    [InlineData("/messages", "tool_choice", """{"type":"any"}""")]
+    [InlineData("/messages", "tool_choice", "\"auto\"")] // the OpenAI form is not the Messages API's default
+    [InlineData("/messages", "n", "1")] // a Chat Completions default means nothing here
+    public void FieldOffThatApisDefault_IsADifference(string endpoint, string field, string value)
+    {
+        JsonObject recorded = endpoint == "/responses" ? Responses() : Messages();
+        JsonObject sent = recorded.DeepClone().AsObject();
+        sent[field] = JsonNode.Parse(value);
+
+        Assert.StartsWith($"$.{field}: expected nothing, got ", JsonMatch.FirstDifference(recorded, sent, endpoint));
+    }
+
+    [Fact]
+    public void ResponsesStrictLeftOut_IsADifference_ItIsNotOffThere()
+    {
+        JsonObject sent = Responses();
+        sent["tools"]![0]!.AsObject().Remove("strict");
+
+        Assert.Equal("$.tools[0].strict: expected false, got nothing", JsonMatch.FirstDifference(Responses(), sent, "/responses"));
+    }
+
+    [Theory]
+    [InlineData("responses-weather.json", "/responses", "input[2].output")]
+    [InlineData("anthropic-weather.json", "/messages", "messages[2].content[0].content")]
+    public void ToolResultSentJsonQuoted_IsAMismatchThatSaysSo_OnEachApi(string cassette, string endpoint, string at)
+    {
+        JsonObject recorded = LastRequest(cassette);
+        JsonObject sent = LastRequest(cassette);
+        JsonNode owner = at.StartsWith("input", StringComparison.Ordinal) ? sent["input"]![2]! : sent["messages"]![2]!["content"]![0]!;
+        owner[at.EndsWith("output", StringComparison.Ordinal) ? "output" : "content"] = Json.Compact(JsonValue.Create(Wire.Weather("London")));
+
+        Assert.StartsWith($"$.{at}: the tool result is JSON-quoted: ", JsonMatch.FirstDifference(recorded, sent, endpoint));
+    }
+}
