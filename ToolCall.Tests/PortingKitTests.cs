@@ -267,7 +267,7 @@ public class DiagramTests
     }
 }
 
-/// <summary>conformance/cases.json states what each cassette holds: its question and its final answer.</summary>
+/// <summary>conformance/cases.json states what each cassette holds: its API, its question and its final answer.</summary>
 public class ConformanceCaseTests
 {
     public static TheoryData<string> CaseNames() =>
@@ -286,10 +286,38 @@ public class ConformanceCaseTests
         Assert.Equal(cassette.Interactions[^1].ResponseEvents is not null, @case["args"]!.AsArray().Any(a => (string)a! == "--stream"));
     }
 
-    /// <summary>The text of the last reply: its message's content, or a stream's content pieces joined.</summary>
+    [Theory]
+    [MemberData(nameof(CaseNames))]
+    public void ConformanceCase_NamesTheApiItsCassetteSpeaks(string name)
+    {
+        JsonObject @case = Cases().Single(c => (string)c["name"]! == name);
+        Cassette cassette = Cassette.Load(Path.Combine(Repo.Root, (string)@case["cassette"]!));
+        string api = (string?)@case["api"] ?? "chat"; // left out, a case is for Chat Completions
+
+        Assert.All(cassette.Interactions, interaction => Assert.Equal(ChatClient.PathOf(Options.Apis.Single(a => Options.NameOf(a) == api)), interaction.Path));
+    }
+
+    [Fact]
+    public void ConformanceCases_CoverEveryApi_JsonAndStreamed()
+    {
+        string[] kinds = [.. Cases().Select(c => $"{(string?)c["api"] ?? "chat"}{(c["args"]!.AsArray().Any(a => (string)a! == "--stream") ? " streamed" : "")}")];
+
+        Assert.Equal(["anthropic", "anthropic streamed", "chat", "chat streamed", "responses", "responses streamed"], kinds.Distinct().Order());
+    }
+
+    /// <summary>The text of the last reply, as each API carries it: a chat message's content, the output_text parts of a
+    /// Responses message item, the text blocks of a Messages reply; streamed, their text pieces joined.</summary>
     static string FinalText(Interaction last) => last.ResponseEvents is JsonArray events
-        ? string.Concat(events.OfType<JsonObject>().Select(e => (string?)e["choices"]?.AsArray().FirstOrDefault()?["delta"]?["content"]))
-        : (string)last.ResponseBody!["choices"]![0]!["message"]!["content"]!;
+        ? string.Concat(events.OfType<JsonObject>().Select(e => (string?)e["choices"]?.AsArray().FirstOrDefault()?["delta"]?["content"]
+            ?? ((string?)e["type"] == "response.output_text.delta" ? (string?)e["delta"] : null)
+            ?? ((string?)e["delta"]?["type"] == "text_delta" ? (string?)e["delta"]!["text"] : null)))
+        : last.Path switch
+        {
+            "/responses" => string.Concat(last.ResponseBody!["output"]!.AsArray().Where(item => (string?)item!["type"] == "message")
+                .SelectMany(item => item!["content"]!.AsArray()).Where(part => (string?)part!["type"] == "output_text").Select(part => (string?)part!["text"])),
+            "/messages" => string.Concat(last.ResponseBody!["content"]!.AsArray().Where(block => (string?)block!["type"] == "text").Select(block => (string?)block!["text"])),
+            _ => (string)last.ResponseBody!["choices"]![0]!["message"]!["content"]!,
+        };
 
     static IEnumerable<JsonObject> Cases() =>
         JsonNode.Parse(File.ReadAllText(Path.Combine(Repo.Root, "conformance", "cases.json")))!["cases"]!.AsArray().Select(c => c!.AsObject());

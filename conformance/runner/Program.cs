@@ -1,8 +1,9 @@
 // The conformance runner: drives any client command through the cases in conformance/cases.json.
 //
 // For each case it starts `ToolCall serve CASSETTE` on a free loopback port (the first line the server prints is its
-// base URL), runs the client with OPENAI_BASE_URL set to that URL, OPENAI_API_KEY set to a dummy, the case's options
-// and the question as the last argument, and checks three things:
+// base URL), runs the client with OPENAI_BASE_URL and ANTHROPIC_BASE_URL set to that URL, OPENAI_API_KEY and
+// ANTHROPIC_API_KEY set to a dummy, `--api NAME` for a case of the Responses or Messages API, the case's options and
+// the question as the last argument, and checks three things:
 //   1. the client exits 0;
 //   2. its stdout, less trailing whitespace, is the case's final answer;
 //   3. the server played every interaction of the cassette, in order, and answered nothing else. The server matches
@@ -10,8 +11,9 @@
 //      its history included. The case's "history" is checked against the cassette's last request first, so it
 //      states exactly what the client had to send.
 //
-// Usage: ConformanceRunner --toolcall PATH/ToolCall.dll [--case NAME]... [--timeout SECONDS] -- COMMAND [ARGS...]
-// conformance/run builds ToolCall and this runner once and passes --toolcall; see conformance/README.md.
+// Usage: ConformanceRunner --toolcall PATH/ToolCall.dll [--case NAME]... [--skip-api API]... [--timeout SECONDS] -- COMMAND [ARGS...]
+// conformance/run builds ToolCall and this runner once and passes --toolcall; see conformance/README.md. A client that
+// does not speak an API declares it with --skip-api: its cases are reported as skipped, never left out silently.
 
 using System.Diagnostics;
 using System.Text;
@@ -25,9 +27,15 @@ try
     string casesPath = Path.Combine(options.Root, "conformance", "cases.json");
     IReadOnlyList<ConformanceCase> cases = ConformanceCase.LoadAll(casesPath, options.Only);
     Console.WriteLine($"Conformance of `{string.Join(' ', options.Client)}`: {cases.Count} case{(cases.Count == 1 ? "" : "s")} from {Path.GetRelativePath(Environment.CurrentDirectory, casesPath)}");
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
     foreach (ConformanceCase @case in cases)
     {
+        if (options.SkippedApis.Contains(@case.Api))
+        {
+            skipped++;
+            Console.WriteLine($"  SKIP {@case.Name} (--api {@case.Api}: this client declared --skip-api {@case.Api})");
+            continue;
+        }
         List<string> problems = await CaseRun.RunAsync(@case, options);
         if (problems.Count == 0)
         {
@@ -40,7 +48,7 @@ try
         foreach (string problem in problems)
             Console.WriteLine("       " + problem.ReplaceLineEndings("\n       "));
     }
-    Console.WriteLine($"{passed} passed, {failed} failed");
+    Console.WriteLine($"{passed} passed, {failed} failed{(skipped > 0 ? $", {skipped} skipped" : "")}");
     return failed == 0 ? 0 : 1;
 }
 catch (UsageException e)
@@ -52,14 +60,19 @@ catch (UsageException e)
 /// <summary>A mistake in how the runner was called or in cases.json: one line, exit code 2.</summary>
 sealed class UsageException(string message) : Exception(message);
 
-sealed record RunnerOptions(string Root, string ToolCallDll, IReadOnlyList<string> Client, IReadOnlySet<string> Only, TimeSpan Timeout)
+sealed record RunnerOptions(
+    string Root, string ToolCallDll, IReadOnlyList<string> Client, IReadOnlySet<string> Only, IReadOnlySet<string> SkippedApis, TimeSpan Timeout)
 {
-    public const string Usage = "usage: ConformanceRunner --toolcall PATH/ToolCall.dll [--case NAME]... [--timeout SECONDS] -- COMMAND [ARGS...]";
+    public const string Usage = "usage: ConformanceRunner --toolcall PATH/ToolCall.dll [--case NAME]... [--skip-api API]... [--timeout SECONDS] -- COMMAND [ARGS...]";
+
+    /// <summary>The APIs a case may be for: the values of --api that ToolCall takes.</summary>
+    public static readonly string[] Apis = ["chat", "responses", "anthropic"];
 
     public static RunnerOptions Parse(string[] args)
     {
         string? dll = null;
         var only = new HashSet<string>();
+        var skippedApis = new HashSet<string>();
         double timeout = 60;
         int i = 0;
         for (; i < args.Length && args[i] != "--"; i++)
@@ -69,6 +82,12 @@ sealed record RunnerOptions(string Root, string ToolCallDll, IReadOnlyList<strin
             {
                 case "--toolcall": dll = Value(); break;
                 case "--case": only.Add(Value()); break;
+                case "--skip-api":
+                    string api = Value();
+                    if (!Apis.Contains(api))
+                        throw new UsageException($"--skip-api {api}: not an API of the cases. Use one of {string.Join(", ", Apis)}.");
+                    skippedApis.Add(api);
+                    break;
                 case "--timeout":
                     string text = Value();
                     if (!double.TryParse(text, out timeout) || timeout <= 0)
@@ -82,7 +101,7 @@ sealed record RunnerOptions(string Root, string ToolCallDll, IReadOnlyList<strin
             throw new UsageException($"no client command after --. {Usage}");
         if (dll is null || !File.Exists(dll))
             throw new UsageException($"--toolcall {dll ?? "(missing)"}: no ToolCall.dll there. Build it (./run.sh --help builds it) or use conformance/run.");
-        return new RunnerOptions(FindRoot(), Path.GetFullPath(dll), client, only, TimeSpan.FromSeconds(timeout));
+        return new RunnerOptions(FindRoot(), Path.GetFullPath(dll), client, only, skippedApis, TimeSpan.FromSeconds(timeout));
     }
 
     /// <summary>The repository: the first folder above the runner's binaries that holds conformance/cases.json.</summary>
@@ -97,8 +116,9 @@ sealed record RunnerOptions(string Root, string ToolCallDll, IReadOnlyList<strin
     }
 }
 
-/// <summary>One case of cases.json: a cassette, what the client is asked, and what it must answer and send.</summary>
-sealed record ConformanceCase(string Name, string Cassette, IReadOnlyList<string> Args, string Question, string Answer, IReadOnlyList<string> History)
+/// <summary>One case of cases.json: the API it speaks ("chat" when left out), a cassette, what the client is asked, and
+/// what it must answer and send.</summary>
+sealed record ConformanceCase(string Name, string Api, string Cassette, IReadOnlyList<string> Args, string Question, string Answer, IReadOnlyList<string> History)
 {
     public static IReadOnlyList<ConformanceCase> LoadAll(string path, IReadOnlySet<string> only)
     {
@@ -121,7 +141,10 @@ sealed record ConformanceCase(string Name, string Cassette, IReadOnlyList<string
                 : throw new UsageException($"{path}: case {i + 1}: \"{field}\" must be a string.");
             string Field(string field) => Text(item?[field], field);
             string[] Strings(string field) => [.. (item?[field] as JsonArray ?? []).Select(node => Text(node, field))];
-            cases.Add(new ConformanceCase(Field("name"), Field("cassette"), Strings("args"), Field("question"), Field("answer"), Strings("history")));
+            string api = item?["api"] is null ? "chat" : Field("api");
+            if (!RunnerOptions.Apis.Contains(api))
+                throw new UsageException($"{path}: case {i + 1}: \"api\" must be one of {string.Join(", ", RunnerOptions.Apis)}, not '{api}'.");
+            cases.Add(new ConformanceCase(Field("name"), api, Field("cassette"), Strings("args"), Field("question"), Field("answer"), Strings("history")));
         }
         string[] unknown = [.. only.Where(name => cases.All(c => c.Name != name))];
         if (unknown.Length > 0)
@@ -131,33 +154,97 @@ sealed record ConformanceCase(string Name, string Cassette, IReadOnlyList<string
 }
 
 /// <summary>
-/// A history as one line per message, the form cases.json states it in:
-///   user: TEXT                          assistant: TEXT
-///   assistant: ID NAME(ARGUMENTS), ...  (one per tool call, ARGUMENTS as compact JSON)
-///   tool ID: TEXT
+/// A history as one line per turn, the form cases.json states it in, the same for the three APIs:
+///   user: TEXT
+///   assistant: TEXT | ID NAME(ARGUMENTS), ...   (one model reply: its text, its calls; ARGUMENTS as compact JSON)
+///   tool ID: TEXT                               (one call's result; "tool ID (is_error): TEXT" for a failed one)
+/// Chat Completions: a line per message. Responses API: a line per input item, except that the function_call items of
+/// one reply make one assistant line. Messages API: a line per message, except that each tool_result block of a user
+/// message makes a tool line.
 /// </summary>
 static class HistoryLines
 {
-    public static string[] Of(JsonArray messages) => [.. messages.Select(m => Line(m as JsonObject ?? []))];
+    /// <summary>The lines of a request body: its `messages` (Chat Completions, Messages API) or `input` (Responses API).</summary>
+    public static string[]? Of(JsonNode? body) => body?["input"] is JsonArray input ? OfInput(input)
+        : body?["messages"] is JsonArray messages ? [.. messages.SelectMany(m => OfMessage(m as JsonObject ?? []))]
+        : null;
 
-    static string Line(JsonObject message)
+    static IEnumerable<string> OfMessage(JsonObject message)
     {
         string role = Text(message["role"]);
-        if (message["tool_calls"] is JsonArray { Count: > 0 } calls)
-            return "assistant: " + string.Join(", ", calls.Select(call =>
-                $"{Text(call?["id"])} {Text(call?["function"]?["name"])}({Compact(Text(call?["function"]?["arguments"]))})"));
-        return role == "tool" ? $"tool {Text(message["tool_call_id"])}: {Text(message["content"])}" : $"{role}: {Text(message["content"])}";
+        JsonObject[] blocks = [.. (message["content"] as JsonArray ?? []).OfType<JsonObject>()];
+        // Chat Completions: tool_calls, {function: {name, arguments}}. Messages API: tool_use blocks, {name, input}.
+        string[] calls = message["tool_calls"] is JsonArray toolCalls
+            ? [.. toolCalls.Select(call => Call(call?["id"], call?["function"]?["name"], call?["function"]?["arguments"]))]
+            : [.. blocks.Where(b => Text(b["type"]) == "tool_use").Select(b => Call(b["id"], b["name"], b["input"]))];
+        foreach (JsonObject result in blocks.Where(b => Text(b["type"]) == "tool_result"))
+            yield return Result(result["tool_use_id"], result["content"], result["is_error"]?.GetValueKind() == JsonValueKind.True);
+        if (role == "tool")
+            yield return Result(message["tool_call_id"], message["content"], isError: false);
+        else if (calls.Length > 0)
+            yield return Turn("assistant", ContentText(message["content"]), calls);
+        else if (blocks.Length == 0 || blocks.Any(b => Text(b["type"]) is not "tool_result"))
+            yield return $"{role}: {ContentText(message["content"])}";
     }
+
+    static string[] OfInput(JsonArray items)
+    {
+        var lines = new List<string>();
+        var calls = new List<string>(); // the function_call items of the reply being read
+        void EndReply()
+        {
+            if (calls.Count > 0)
+                lines.Add(Turn("assistant", "", [.. calls]));
+            calls.Clear();
+        }
+        foreach (JsonObject item in items.Select(i => i as JsonObject ?? []))
+        {
+            string type = Text(item["type"]);
+            if (type == "function_call")
+            {
+                calls.Add(Call(item["call_id"], item["name"], item["arguments"]));
+                continue;
+            }
+            EndReply();
+            lines.Add(type switch
+            {
+                "function_call_output" => Result(item["call_id"], item["output"], isError: false),
+                "" or "message" => $"{Text(item["role"])}: {ContentText(item["content"])}",
+                _ => $"item {type}",
+            });
+        }
+        EndReply();
+        return [.. lines];
+    }
+
+    static string Call(JsonNode? id, JsonNode? name, JsonNode? arguments) =>
+        $"{Text(id)} {Text(name)}({Compact(arguments)})";
+
+    static string Result(JsonNode? id, JsonNode? content, bool isError) =>
+        $"tool {Text(id)}{(isError ? " (is_error)" : "")}: {ContentText(content)}";
+
+    static string Turn(string role, string text, string[] calls) =>
+        $"{role}: {(text.Length > 0 ? text + " | " : "")}{string.Join(", ", calls)}";
+
+    /// <summary>A content string as it is; a list of parts or blocks as the text of its text parts, joined.</summary>
+    static string ContentText(JsonNode? content) => content is JsonArray parts
+        ? string.Concat(parts.Where(p => Text(p?["type"]) is "text" or "input_text" or "output_text").Select(p => Text(p?["text"])))
+        : Text(content);
 
     static string Text(JsonNode? node) =>
         node is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>() : node?.ToJsonString() ?? "";
 
-    /// <summary>Arguments as compact JSON, so that whitespace in the cassette does not matter.</summary>
-    static string Compact(string json)
+    /// <summary>Arguments as compact JSON, whether a string of JSON (the OpenAI APIs) or an object (the Messages API's
+    /// input), so that whitespace in the cassette does not matter.</summary>
+    static string Compact(JsonNode? arguments)
     {
+        var options = new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+        if (arguments is not JsonValue value || value.GetValueKind() != JsonValueKind.String)
+            return arguments?.ToJsonString(options) ?? "null";
+        string json = value.GetValue<string>();
         try
         {
-            return JsonNode.Parse(json)?.ToJsonString(new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) ?? "null";
+            return JsonNode.Parse(json)?.ToJsonString(options) ?? "null";
         }
         catch (JsonException)
         {
@@ -222,12 +309,11 @@ static partial class CaseRun
     /// <summary>The case states the history the client must send last; it must be the cassette's, line for line.</summary>
     static void CheckHistoryAgainstCassette(ConformanceCase @case, JsonArray interactions, List<string> problems)
     {
-        if (interactions[^1]?["request"]?["body"]?["messages"] is not JsonArray messages)
+        if (HistoryLines.Of(interactions[^1]?["request"]?["body"]) is not string[] expected)
         {
-            problems.Add($"the last request of {@case.Cassette} has no messages.");
+            problems.Add($"the last request of {@case.Cassette} has neither messages nor input.");
             return;
         }
-        string[] expected = HistoryLines.Of(messages);
         if (expected.SequenceEqual(@case.History))
             return;
         int at = Enumerable.Range(0, Math.Max(expected.Length, @case.History.Count))
@@ -268,10 +354,15 @@ static partial class CaseRun
             StandardOutputEncoding = Encoding.UTF8,
             StandardErrorEncoding = Encoding.UTF8,
         };
-        foreach (string arg in options.Client.Skip(1).Concat(@case.Args).Append(@case.Question))
+        string[] api = @case.Api == "chat" ? [] : ["--api", @case.Api]; // a chat-only port never sees --api
+        foreach (string arg in options.Client.Skip(1).Concat(api).Concat(@case.Args).Append(@case.Question))
             start.ArgumentList.Add(arg);
+        // Both APIs' variables, whatever the case: a client reads its API's pair, and none can fall back to a real key
+        // or a real base URL from the runner's own environment.
         start.Environment["OPENAI_BASE_URL"] = baseUrl;
         start.Environment["OPENAI_API_KEY"] = DummyKey;
+        start.Environment["ANTHROPIC_BASE_URL"] = baseUrl;
+        start.Environment["ANTHROPIC_API_KEY"] = DummyKey;
         Process process;
         try
         {
