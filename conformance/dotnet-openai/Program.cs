@@ -1,7 +1,8 @@
 // A conformance client: the official OpenAI .NET SDK (package OpenAI) runs the tool-calling flow against the replay
-// server, with its own request writing and response parsing. The contract (conformance/README.md): OPENAI_BASE_URL
-// and OPENAI_API_KEY from the environment, options before the question, the question as the last argument; the
-// final answer alone on stdout, exit 0.
+// server, with its own request writing and response parsing: on Chat Completions here, on the Responses API (with
+// --api responses) in ResponsesFlow.cs. The contract (conformance/README.md): OPENAI_BASE_URL and OPENAI_API_KEY from
+// the environment, options before the question, the question as the last argument; the final answer alone on
+// stdout, exit 0.
 
 using System.ClientModel;
 using System.Text;
@@ -11,12 +12,23 @@ using OpenAI.Chat;
 
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: OpenAIConformance [--no-parallel] [--stream] QUESTION");
+    Console.Error.WriteLine("usage: OpenAIConformance [--api chat|responses] [--no-parallel] [--stream] QUESTION");
     return 2;
 }
 string question = args[^1];
 string baseUrl = Environment.GetEnvironmentVariable("OPENAI_BASE_URL") ?? "https://api.openai.com/v1";
 string key = Environment.GetEnvironmentVariable("OPENAI_API_KEY") ?? "";
+int apiAt = Array.IndexOf(args, "--api");
+string api = apiAt >= 0 && apiAt + 1 < args.Length - 1 ? args[apiAt + 1] : "chat";
+bool noParallel = args.Contains("--no-parallel");
+bool stream = args.Contains("--stream"); // the SDK then sends "stream": true (and for chat "stream_options": {"include_usage": true})
+if (api == "responses")
+    return await ResponsesFlow.RunAsync(question, baseUrl, key, noParallel, stream);
+if (api != "chat")
+{
+    Console.Error.WriteLine($"error: --api {api}: this client speaks chat and responses (the OpenAI SDK has no Messages API).");
+    return 2;
+}
 
 // The SDK's own retry policy stays on: it retries a 429 or a 5xx, waiting as Retry-After says, and never a 400 such as
 // the replay server's mismatch.
@@ -27,22 +39,12 @@ var options = new ChatCompletionOptions
 {
     Tools =
     {
-        ChatTool.CreateFunctionTool("get_weather", "Returns the current weather in the given city", BinaryData.FromString("""
-            {"type":"object","properties":{"city":{"type":"string","description":"City name, e.g. \"London\""}},"required":["city"]}
-            """)),
-        ChatTool.CreateFunctionTool("get_forecast", "Returns the daily weather forecast for the given city for the next days", BinaryData.FromString("""
-            {"type":"object","properties":{
-              "city":{"type":"string","description":"City name, e.g. \"London\""},
-              "days":{"type":"integer","description":"How many days, from 1 to 7"},
-              "unit":{"type":"string","enum":["celsius","fahrenheit"],"description":"Temperature unit; celsius when left out"},
-              "include":{"type":"array","items":{"type":"string","enum":["wind","humidity","precipitation"]},"description":"Extra details for each day"}},
-             "required":["city","days"]}
-            """)),
+        ChatTool.CreateFunctionTool(DemoTools.WeatherName, DemoTools.WeatherDescription, DemoTools.WeatherParameters),
+        ChatTool.CreateFunctionTool(DemoTools.ForecastName, DemoTools.ForecastDescription, DemoTools.ForecastParameters),
     },
 };
-if (args.Contains("--no-parallel"))
+if (noParallel)
     options.AllowParallelToolCalls = false;
-bool stream = args.Contains("--stream"); // the SDK then sends "stream": true and "stream_options": {"include_usage": true}
 
 List<ChatMessage> messages = [new UserChatMessage(question)];
 try
@@ -59,7 +61,7 @@ try
         }
         messages.Add(reply); // the assistant message first, then one tool message per call
         foreach (ChatToolCall call in calls)
-            messages.Add(new ToolChatMessage(call.Id, Run(call.FunctionName, call.FunctionArguments)));
+            messages.Add(new ToolChatMessage(call.Id, DemoTools.Run(call.FunctionName, call.FunctionArguments)));
     }
     Console.Error.WriteLine("error: the model still asks for tools after 8 rounds");
 }
@@ -92,10 +94,31 @@ static async Task<(string Text, IReadOnlyList<ChatToolCall> Calls, AssistantChat
     return (text.ToString(), calls, calls.Count > 0 ? new AssistantChatMessage(calls) : new AssistantChatMessage(text.ToString()));
 }
 
-static string Run(string name, BinaryData arguments)
+/// <summary>The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them, and what they return.</summary>
+static class DemoTools
 {
-    using JsonDocument parsed = JsonDocument.Parse(arguments);
-    return name == "get_weather"
-        ? $"It's currently +18°C and partly cloudy in {parsed.RootElement.GetProperty("city").GetString()}"
-        : $"Error: unknown function '{name}'.";
+    public const string WeatherName = "get_weather";
+    public const string WeatherDescription = "Returns the current weather in the given city";
+    public static BinaryData WeatherParameters => BinaryData.FromString("""
+        {"type":"object","properties":{"city":{"type":"string","description":"City name, e.g. \"London\""}},"required":["city"]}
+        """);
+
+    public const string ForecastName = "get_forecast";
+    public const string ForecastDescription = "Returns the daily weather forecast for the given city for the next days";
+    public static BinaryData ForecastParameters => BinaryData.FromString("""
+        {"type":"object","properties":{
+          "city":{"type":"string","description":"City name, e.g. \"London\""},
+          "days":{"type":"integer","description":"How many days, from 1 to 7"},
+          "unit":{"type":"string","enum":["celsius","fahrenheit"],"description":"Temperature unit; celsius when left out"},
+          "include":{"type":"array","items":{"type":"string","enum":["wind","humidity","precipitation"]},"description":"Extra details for each day"}},
+         "required":["city","days"]}
+        """);
+
+    public static string Run(string name, BinaryData arguments)
+    {
+        using JsonDocument parsed = JsonDocument.Parse(arguments);
+        return name == WeatherName
+            ? $"It's currently +18°C and partly cloudy in {parsed.RootElement.GetProperty("city").GetString()}"
+            : $"Error: unknown function '{name}'.";
+    }
 }

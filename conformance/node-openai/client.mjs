@@ -1,4 +1,5 @@
-// A conformance client: the official `openai` npm package runs the tool-calling flow against the replay server.
+// A conformance client: the official `openai` npm package runs the tool-calling flow against the replay server, on
+// Chat Completions or (with --api responses) on the Responses API.
 // The contract (conformance/README.md): OPENAI_BASE_URL and OPENAI_API_KEY from the environment, the question as the
 // last argument, options before it; the final answer alone on stdout, exit 0.
 import OpenAI from "openai";
@@ -7,6 +8,11 @@ const args = process.argv.slice(2);
 const question = args.at(-1);
 const noParallel = args.includes("--no-parallel");
 const stream = args.includes("--stream");
+const api = args.includes("--api") ? args[args.indexOf("--api") + 1] : "chat";
+if (!["chat", "responses"].includes(api)) {
+  console.error(`error: --api ${api}: this client speaks chat and responses (the openai package has no Messages API).`);
+  process.exit(2);
+}
 
 // The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them.
 const city = { type: "string", description: 'City name, e.g. "London"' };
@@ -42,6 +48,9 @@ const tools = [
   },
 ];
 
+// The Responses API's tools are flat, and `strict` is sent (false): left out, the API would make the schemas strict.
+const responseTools = tools.map(({ function: f }) => ({ type: "function", ...f, strict: false }));
+
 function run(name, argumentsJson) {
   const parsed = JSON.parse(argumentsJson);
   if (name === "get_weather") return `It's currently +18°C and partly cloudy in ${parsed.city}`;
@@ -51,11 +60,10 @@ function run(name, argumentsJson) {
 // The SDK reads OPENAI_BASE_URL and OPENAI_API_KEY itself. Its own retry policy stays on: it retries a 429 or a 5xx,
 // waiting as Retry-After says, and never a 400 such as the replay server's mismatch.
 const client = new OpenAI();
-const messages = [{ role: "user", content: question }];
-// Exit 0 with the answer on stdout, else 1 with one error line on stderr.
-process.exitCode = 1;
-try {
-  let answered = false;
+
+// Chat Completions: the answer, or null when the model still asks for tools after 8 rounds.
+async function chatFlow() {
+  const messages = [{ role: "user", content: question }];
   for (let round = 1; round <= 8; round++) {
     const request = { model: "gpt-4o-mini", messages, tools };
     if (noParallel) request.parallel_tool_calls = false;
@@ -64,17 +72,41 @@ try {
       ? await client.chat.completions.stream({ ...request, stream_options: { include_usage: true } }).finalChatCompletion()
       : await client.chat.completions.create(request);
     const message = completion.choices[0].message;
-    if (!message.tool_calls?.length) {
-      console.log(message.content);
-      answered = true;
-      process.exitCode = 0;
-      break;
-    }
+    if (!message.tool_calls?.length) return message.content;
     messages.push(message); // the assistant message as received, then one tool message per call
     for (const call of message.tool_calls)
       messages.push({ role: "tool", tool_call_id: call.id, content: run(call.function.name, call.function.arguments) });
   }
-  if (!answered) console.error("error: the model still asks for tools after 8 rounds");
+  return null;
+}
+
+// The Responses API: the answer, or null when the model still asks for tools after 8 rounds.
+async function responsesFlow() {
+  const input = [{ role: "user", content: question }];
+  for (let round = 1; round <= 8; round++) {
+    const request = { model: "gpt-4o-mini", input, tools: responseTools };
+    if (noParallel) request.parallel_tool_calls = false;
+    // Streamed, the SDK's own helper reads the typed events into the response that response.completed ends with.
+    const response = stream ? await client.responses.stream(request).finalResponse() : await client.responses.create(request);
+    const calls = response.output.filter((item) => item.type === "function_call");
+    if (calls.length === 0) return response.output_text; // the SDK joins the message's output_text parts
+    input.push(...response.output); // the output items as received, then one function_call_output per call
+    for (const call of calls)
+      input.push({ type: "function_call_output", call_id: call.call_id, output: run(call.name, call.arguments) });
+  }
+  return null;
+}
+
+// Exit 0 with the answer on stdout, else 1 with one error line on stderr.
+process.exitCode = 1;
+try {
+  const answer = api === "responses" ? await responsesFlow() : await chatFlow();
+  if (answer === null) {
+    console.error("error: the model still asks for tools after 8 rounds");
+  } else {
+    console.log(answer);
+    process.exitCode = 0;
+  }
 } catch (error) {
   console.error(`error: ${error.message}`); // one line: an API error, or a response the SDK could not parse
 }
