@@ -43,11 +43,22 @@ public partial class ProtocolDocTests
     }
 
     [Theory]
-    [InlineData("two-cities.json interactions[0].request.body")]            // step 1
-    [InlineData("two-cities.json interactions[0].response.body")]           // step 2
-    [InlineData("two-cities.json interactions[1].request.body.messages")]   // step 3
-    [InlineData("two-cities.json interactions[1].response.body")]           // step 4
-    public void TheFourSteps_AreQuotedFromTheTwoCityCassette(string quote) =>
+    [InlineData("two-cities.json interactions[0].request.body")]                        // step 1
+    [InlineData("two-cities.json interactions[0].response.body")]                       // step 2
+    [InlineData("two-cities.json interactions[1].request.body.messages")]               // step 3
+    [InlineData("two-cities.json interactions[1].response.body")]                       // step 4
+    [InlineData("responses-two-cities.json interactions[0].request.body")]
+    [InlineData("responses-two-cities.json interactions[0].response.body")]
+    [InlineData("responses-two-cities.json interactions[1].request.body.input")]
+    [InlineData("responses-two-cities.json interactions[1].response.body.output")]
+    [InlineData("anthropic-two-cities.json interactions[0].request.body")]
+    [InlineData("anthropic-two-cities.json interactions[0].response.body")]
+    [InlineData("anthropic-two-cities.json interactions[1].request.body.messages")]
+    [InlineData("anthropic-two-cities.json interactions[1].response.body.content")]
+    [InlineData("weather-stream.json interactions[0].response.events")]                 // each API's stream
+    [InlineData("responses-weather-stream.json interactions[0].response.events[2]")]
+    [InlineData("anthropic-weather-stream.json interactions[0].response.events")]
+    public void TheFourSteps_AreQuotedFromTheTwoCityCassette_OfEachApi(string quote) =>
         Assert.Contains($"<!-- cassette: {quote} -->", ProtocolMd);
 
     [Fact]
@@ -108,13 +119,157 @@ public partial class ProtocolDocTests
         JsonObject request = Violations[rule]();
         JsonObject error = (RequestRules.FirstViolation(request) ?? HistoryRules.FirstViolation(request))?["error"]?.AsObject()
             ?? throw new InvalidOperationException($"the request for '{rule}' breaks no rule");
+
+        AssertRowWithParamAndCode("Errors, the rules, and their 400s", error);
+    }
+
+    /// <summary>A table row of that section of PROTOCOL.md with the error's message, `param` and `code`.</summary>
+    static void AssertRowWithParamAndCode(string section, JsonObject error)
+    {
         string message = (string)error["message"]!;
+        string? row = Row(section, message);
 
-        string? row = ProtocolMd.Split('\n').FirstOrDefault(line => line.StartsWith('|') && line.Contains($" {message} |"));
-
-        Assert.True(row is not null, $"PROTOCOL.md has no table row with the message: {message}");
+        Assert.True(row is not null, $"PROTOCOL.md's section \"{section}\" has no table row with the message: {message}");
         Assert.Contains($"| `{(string)error["param"]!}` |", row);
         Assert.EndsWith(error["code"] is JsonNode code ? $"| `{(string)code!}` |" : "| null |", row);
+    }
+
+    /// <summary>The table row of a section ("## {section}", up to the next "## ") that holds the message as a cell.</summary>
+    static string? Row(string section, string message)
+    {
+        int start = ProtocolMd.IndexOf($"\n## {section}\n", StringComparison.Ordinal);
+        Assert.True(start >= 0, $"PROTOCOL.md has no section \"{section}\"");
+        int end = ProtocolMd.IndexOf("\n## ", start + 1, StringComparison.Ordinal);
+        return ProtocolMd[start..(end < 0 ? ProtocolMd.Length : end)].Split('\n')
+            .FirstOrDefault(line => line.StartsWith('|') && line.Contains($" {message} |", StringComparison.Ordinal));
+    }
+
+    /// <summary>A Responses API request that breaks a rule, as PROTOCOL.md's table shows it: the last request of
+    /// responses-weather.json (user, function_call, function_call_output), changed.</summary>
+    static readonly Dictionary<string, Func<JsonObject>> ResponsesViolations = new()
+    {
+        ["a function without a name"] = () => Responses(request => request["tools"]![0]!.AsObject().Remove("name")),
+        ["a name too long"] = () => Responses(request => request["tools"]![0]!["name"] = new string('a', 65)),
+        ["a name off the pattern"] = () => Responses(request => request["tools"]![0]!["name"] = "get.weather"),
+        ["two functions with one name"] = () => Responses(request => request["tools"]![1]!["name"] = "get_weather"),
+        ["a forced function in the Chat Completions form"] = () => Responses(request =>
+            request["tool_choice"] = JsonNode.Parse("""{"type":"function","function":{"name":"get_weather"}}""")),
+        ["a forced function not in tools"] = () => Responses(request => request["tool_choice"] = JsonNode.Parse("""{"type":"function","name":"get_time"}""")),
+        ["strict without additionalProperties"] = () => Responses(request => request["tools"]![1]!["strict"] = true),
+        ["a call without its call_id"] = () => Responses(request => request["input"]![1]!.AsObject().Remove("call_id")),
+        ["arguments as an object"] = () => Responses(request => request["input"]![1]!["arguments"] = new JsonObject { ["city"] = "London" }),
+        ["an output for a call not made"] = () => Responses(request => request["input"]![2]!["call_id"] = "call_9"),
+        ["a call unanswered"] = () => Responses(request =>
+        {
+            JsonNode second = request["input"]![1]!.DeepClone();
+            second["call_id"] = "call_2";
+            request["input"]!.AsArray().Insert(2, second);
+        }),
+    };
+
+    public static TheoryData<string> ResponsesRuleNames() => [.. ResponsesViolations.Keys];
+
+    [Theory]
+    [MemberData(nameof(ResponsesRuleNames))]
+    public void EveryResponsesRuleOfTheServer_IsInProtocolMd_WithItsParamAndCode(string rule)
+    {
+        JsonObject error = ResponsesRules.FirstViolation(ResponsesViolations[rule]())?["error"]?.AsObject()
+            ?? throw new InvalidOperationException($"the request for '{rule}' breaks no rule");
+
+        AssertRowWithParamAndCode("The Responses API", error);
+    }
+
+    /// <summary>A Messages API request that breaks a rule, as PROTOCOL.md's table shows it: the last request of
+    /// anthropic-weather.json (user, assistant with a tool_use, user with its tool_result), changed.</summary>
+    static readonly Dictionary<string, Func<JsonObject>> AnthropicViolations = new()
+    {
+        ["no anthropic-version header"] = () => Messages(_ => { }),
+        ["no max_tokens"] = () => Messages(request => request.Remove("max_tokens")),
+        ["no messages"] = () => Messages(request => request.Remove("messages")),
+        ["a tool in the OpenAI form"] = () => Messages(request => request["tools"]![0] = ToolCalling.ToolDefinitions(DemoTools.Create())[0]!.DeepClone()),
+        ["a tool without a name"] = () => Messages(request => request["tools"]![0]!.AsObject().Remove("name")),
+        ["a name off the pattern"] = () => Messages(request => request["tools"]![0]!["name"] = "get.weather"),
+        ["a tool without input_schema"] = () => Messages(request =>
+        {
+            JsonObject tool = request["tools"]![0]!.AsObject();
+            tool["parameters"] = tool["input_schema"]!.DeepClone();
+            tool.Remove("input_schema");
+        }),
+        ["two tools with one name"] = () => Messages(request => request["tools"]![1]!["name"] = "get_weather"),
+        ["tool_choice as a string"] = () => Messages(request => request["tool_choice"] = "auto"),
+        ["a forced tool not in tools"] = () => Messages(request => request["tool_choice"] = JsonNode.Parse("""{"type":"tool","name":"get_time"}""")),
+        ["input as a string"] = () => Messages(request => request["messages"]![1]!["content"]![0]!["input"] = """{"city":"London"}"""),
+        ["a result for a call not made"] = () => Messages(request =>
+            request["messages"]![2]!["content"]!.AsArray().Add(JsonNode.Parse("""{"type":"tool_result","tool_use_id":"toolu_9","content":"x"}"""))),
+        ["a call unanswered"] = () => Messages(request =>
+            request["messages"]![1]!["content"]!.AsArray().Add(JsonNode.Parse("""{"type":"tool_use","id":"toolu_2","name":"get_weather","input":{"city":"Paris"}}"""))),
+        ["text before the results"] = () => Messages(request =>
+        {
+            request["messages"]![1]!["content"]!.AsArray().Add(JsonNode.Parse("""{"type":"tool_use","id":"toolu_2","name":"get_weather","input":{"city":"Paris"}}"""));
+            JsonArray results = request["messages"]![2]!["content"]!.AsArray();
+            results.Insert(0, JsonNode.Parse("""{"type":"text","text":"Here you are."}"""));
+            results.Add(JsonNode.Parse("""{"type":"tool_result","tool_use_id":"toolu_2","content":"y"}"""));
+        }),
+    };
+
+    public static TheoryData<string> AnthropicRuleNames() => [.. AnthropicViolations.Keys];
+
+    [Theory]
+    [MemberData(nameof(AnthropicRuleNames))]
+    public void EveryAnthropicRuleOfTheServer_IsInProtocolMd(string rule)
+    {
+        var headers = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        if (rule != "no anthropic-version header")
+            headers["anthropic-version"] = "2023-06-01";
+        JsonObject error = AnthropicRules.FirstViolation(AnthropicViolations[rule](), headers)?["error"]?.AsObject()
+            ?? throw new InvalidOperationException($"the request for '{rule}' breaks no rule");
+        Assert.Equal("invalid_request_error", (string?)error["type"]);
+        string message = (string)error["message"]!;
+
+        string? row = Row("The Anthropic Messages API", message);
+
+        Assert.True(row is not null, $"PROTOCOL.md's Messages API section has no table row with the message: {message}");
+        Assert.EndsWith($" {message} |", row);
+    }
+
+    /// <summary>What the server answers each request of a rules table's dictionary, by table.</summary>
+    static IEnumerable<string> MessagesOf(string table) => table switch
+    {
+        "The request rules" => Violations.Values.Select(v => RequestRules.FirstViolation(v())).OfType<JsonObject>().Select(Message),
+        "The history rules" => Violations.Values.Where(v => RequestRules.FirstViolation(v()) is null).Select(v => Message(HistoryRules.FirstViolation(v()))),
+        "The Responses API's rules and their 400s" => ResponsesViolations.Values.Select(v => Message(ResponsesRules.FirstViolation(v()))),
+        _ => AnthropicViolations.Select(v => Message(AnthropicRules.FirstViolation(v.Value(), v.Key == "no anthropic-version header"
+            ? new Dictionary<string, string>()
+            : new Dictionary<string, string> { ["anthropic-version"] = "2023-06-01" }))),
+    };
+
+    static string Message(JsonObject? error) => (string?)error?["error"]?["message"] ?? "(no rule broken)";
+
+    [Theory]
+    [InlineData("The request rules")]
+    [InlineData("The history rules")]
+    [InlineData("The Responses API's rules and their 400s")]
+    [InlineData("The Messages API's rules and their 400s")]
+    public void EveryRowOfARulesTable_IsWhatTheServerAnswersOneOfItsRequests(string table)
+    {
+        string[] messages = [.. MessagesOf(table)];
+        int start = ProtocolMd.IndexOf($"\n### {table}\n", StringComparison.Ordinal);
+        string[] rows = [.. ProtocolMd[start..].Split('\n').SkipWhile(line => !line.StartsWith('|')).TakeWhile(line => line.StartsWith('|')).Skip(2)];
+
+        Assert.True(start >= 0, $"PROTOCOL.md has no table \"{table}\"");
+        Assert.Equal(rows.Length, messages.Distinct().Count());
+        Assert.All(rows, row => Assert.Contains(messages, message => row.Contains($" {message} |", StringComparison.Ordinal)));
+    }
+
+    static JsonObject Responses(Action<JsonObject> change) => Changed("responses-weather.json", change);
+
+    static JsonObject Messages(Action<JsonObject> change) => Changed("anthropic-weather.json", change);
+
+    static JsonObject Changed(string cassette, Action<JsonObject> change)
+    {
+        JsonObject request = Cassette.Load(Repo.Cassette(cassette)).Interactions[^1].RequestBody!.DeepClone().AsObject();
+        change(request);
+        return request;
     }
 
     [Fact]
