@@ -131,7 +131,8 @@ static class DemoTools
             },
             run: arguments =>
             {
-                int days = (int)arguments["days"]!.GetValue<double>(); // the schema check let only whole numbers through
+                // 3.0 is an integer to JSON Schema (the check above let it through), but GetValue<int>() would throw on it.
+                int days = (int)arguments["days"]!.GetValue<double>();
                 if (days is < 1 or > 7)
                     throw new ArgumentException($"days must be from 1 to 7, not {days}");
                 return GetForecast(
@@ -190,7 +191,7 @@ static class ToolCalling
             request["tool_choice"] = toolChoice;
         if (!options.ParallelToolCalls)
             request["parallel_tool_calls"] = false;
-        log.Step(1, $"POST {chat.Url}: 1 message, tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolFieldsShown(request, options)}");
+        log.Step(1, $"POST {chat.Url}: 1 message ({Quoted(question)}), tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolFieldsShown(request, options)}");
         JsonObject response = await chat.PostAsync(request, cancellationToken);
 
         for (int round = 1; ; round++)
@@ -212,7 +213,7 @@ static class ToolCalling
             // follow the message that asked for them. Then one role:"tool" message per call, in the calls' order;
             // leave one call unanswered and the next request fails.
             CompleteForHistory(calls, round);
-            messages.Add((JsonNode)message); // (JsonNode) picks Add(JsonNode), the reflection-free overload (Native AOT)
+            messages.Add((JsonNode)message); // (JsonNode): the non-generic Add, see Json
             foreach (JsonObject call in calls.Cast<JsonObject>())
             {
                 string id = call["id"]!.GetValue<string>();
@@ -251,7 +252,8 @@ static class ToolCalling
         var definitions = new JsonArray();
         foreach (Tool tool in tools)
         {
-            JsonNode? definition = strict ? StrictDefinition(tool) : JsonObject.Create(tool.Definition); // read into nodes only if read
+            // The tool's Definition is read-only and shared; JsonObject.Create wraps it for this request without copying.
+            JsonNode? definition = strict ? StrictDefinition(tool) : JsonObject.Create(tool.Definition);
             definitions.Add(definition);
         }
         return definitions;
@@ -336,10 +338,10 @@ static class ToolCalling
     /// reads what went wrong and can try again. Every API answers a call with this text; only its envelope differs.
     /// </summary>
     public static string RunToolCall(string name, JsonNode? arguments, IReadOnlyList<Tool> tools) =>
-        RunToolCallReportingFailure(name, arguments, tools).Result;
+        RunToolCallReportingFailure(name, arguments, tools).Content;
 
     /// <summary>RunToolCall, also saying whether the call failed (Anthropic marks a failed call's result with is_error).</summary>
-    public static (string Result, bool Failed) RunToolCallReportingFailure(string name, JsonNode? arguments, IReadOnlyList<Tool> tools)
+    public static (string Content, bool Failed) RunToolCallReportingFailure(string name, JsonNode? arguments, IReadOnlyList<Tool> tools)
     {
         Tool? tool = tools.FirstOrDefault(t => t.Name == name);
         if (tool is null)
@@ -406,6 +408,9 @@ static class ToolCalling
         "stopping. Raise --max-rounds if the task needs more rounds.");
 
     internal static string Plural(int count, string noun) => count == 1 ? $"1 {noun}" : $"{count} {noun}s";
+
+    /// <summary>A text in quotes for the step log, cut after 80 characters.</summary>
+    internal static string Quoted(string text) => text.Length <= 80 ? $"\"{text}\"" : $"\"{text[..80]}…\"";
 
     internal static string FirstSentence(string text) => text.Split(". ")[0].TrimEnd('.');
 }
@@ -1161,7 +1166,7 @@ static class ResponsesToolCalling
             request["tool_choice"] = toolChoice;
         if (!options.ParallelToolCalls)
             request["parallel_tool_calls"] = false;
-        log.Step(1, $"POST {client.Url}: 1 input item, tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolCalling.ToolFieldsShown(request, options)}");
+        log.Step(1, $"POST {client.Url}: 1 input item ({ToolCalling.Quoted(question)}), tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolCalling.ToolFieldsShown(request, options)}");
         JsonObject response = await client.PostAsync(request, cancellationToken);
 
         for (int round = 1; ; round++)
@@ -1427,7 +1432,7 @@ static class AnthropicToolCalling
         };
         if (ToolChoiceValue(options) is JsonObject toolChoice)
             request["tool_choice"] = toolChoice;
-        log.Step(1, $"POST {client.Url}: 1 message, tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolCalling.ToolFieldsShown(request, options)}");
+        log.Step(1, $"POST {client.Url}: 1 message ({ToolCalling.Quoted(question)}), tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolCalling.ToolFieldsShown(request, options)}");
         JsonObject response = await client.PostAsync(request, cancellationToken);
 
         for (int round = 1; ; round++)
@@ -1873,6 +1878,11 @@ static class StrictSchema
     static bool IsNull(JsonNode? type) => Json.String(type) == "null";
 }
 
+/// <summary>
+/// JSON in and out. One .NET detail for the whole file: messages.Add(new JsonObject { … }) would pick JsonArray's
+/// generic Add&lt;T&gt;, which may serialize by reflection and so breaks Native AOT; typed as JsonNode, the value
+/// goes through the plain Add(JsonNode). That is why some values are declared `JsonNode x = new JsonObject …` first.
+/// </summary>
 static class Json
 {
     // Relaxed escaping writes "°", "'" and "+" as themselves instead of \u00B0, \u0027 and \u002B: still valid JSON
@@ -1968,7 +1978,9 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
     /// and no text is even built for it (see Text).</summary>
     public bool Writes { get; } = stderr != TextWriter.Null;
 
-    public void Step(int step, string text) => stderr.WriteLine($"Step {step}: {text}");
+    WaitingLine? waiting; // the "waiting for the model" line, if one is on the screen: log lines go above it
+
+    public void Step(int step, string text) => WriteLine($"Step {step}: {text}");
 
     public void Step(int step, [InterpolatedStringHandlerArgument("")] Text text)
     {
@@ -1976,20 +1988,28 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
             Step(step, text.ToStringAndClear());
     }
 
-    public void Info(string text) => stderr.WriteLine(text);
+    public void Info(string text) => WriteLine(text);
+
+    void WriteLine(string line)
+    {
+        if (waiting is not null)
+            waiting.WriteAbove(line);
+        else
+            stderr.WriteLine(line);
+    }
 
     /// <summary>With --trace: the full JSON of each request and response.</summary>
     public void Trace(string title, JsonNode? json)
     {
         if (trace)
-            stderr.WriteLine($"--- {title}\n{Json.Indented(json)}");
+            WriteLine($"--- {title}\n{Json.Indented(json)}");
     }
 
     /// <summary>With --trace: lines as they were on the wire, such as the events of a stream.</summary>
     public void Trace(string title, IEnumerable<string> lines)
     {
         if (trace)
-            stderr.WriteLine($"--- {title}\n{string.Join('\n', lines)}");
+            WriteLine($"--- {title}\n{string.Join('\n', lines)}");
     }
 
     public void Trace([InterpolatedStringHandlerArgument("")] Text title, JsonNode? json)
@@ -2022,7 +2042,7 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
     }
 
     /// <summary>On a terminal only (never in a pipe or CI): how long the model has been thinking.</summary>
-    public IDisposable? ShowWaiting() => interactive ? new WaitingLine(stderr) : null;
+    public IDisposable? ShowWaiting() => interactive ? waiting = new WaitingLine(stderr) : null;
 
     sealed class WaitingLine : IDisposable
     {
@@ -2050,15 +2070,32 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
             }
         }
 
+        /// <summary>A log line (a retry, a step) while waiting: erase the waiting line, write the log line, and let the
+        /// next tick draw the waiting line again below it.</summary>
+        public void WriteAbove(string line)
+        {
+            lock (gate)
+            {
+                Erase();
+                stderr.WriteLine(line);
+            }
+        }
+
         public void Dispose()
         {
             timer.Dispose();
             lock (gate)
             {
-                if (shown)
-                    stderr.Write("\r" + new string(' ', 40) + "\r");
+                Erase();
                 done = true;
             }
+        }
+
+        void Erase()
+        {
+            if (shown)
+                stderr.Write("\r" + new string(' ', 40) + "\r");
+            shown = false;
         }
     }
 }
@@ -2284,7 +2321,7 @@ static class Cli
             Options options = Options.Parse(args);
             if (options.Help)
             {
-                stdout.Write(Help);
+                stdout.WriteLine(Help);
                 return 0;
             }
             if (options.ServeCassette is not null)
@@ -2336,6 +2373,8 @@ static class Cli
             replayPath = FindDefaultCassette(name) ?? throw new UsageException(
                 $"no cassettes/{name} here to replay. Pass --replay FILE, or set {settings.KeyVariable} or --base-url for a live run.");
         }
+        if (options.Record is not null && Directory.Exists(options.Record))
+            throw new UsageException($"--record {options.Record}: that is a folder. Name the cassette file to write, e.g. {Path.Combine(options.Record, "run.json")}.");
         if (options.Record is not null && Path.GetDirectoryName(Path.GetFullPath(options.Record)) is string folder && !Directory.Exists(folder))
             throw new UsageException($"--record {options.Record}: the folder {folder} does not exist. Create it or choose another path.");
 
@@ -2344,7 +2383,11 @@ static class Cli
         if (replayPath is not null)
         {
             Cassette cassette = Cassette.Load(replayPath);
-            CheckCassetteFitsTheApi(cassette, replayPath, options.Api);
+            CheckCassetteFits(cassette, replayPath, options);
+            if (offlineDefault && question is not null && question != cassette.FirstQuestion())
+                throw new UsageException(
+                    $"offline, the demo replays {Shorter(replayPath)}, which answers only \"{cassette.FirstQuestion()}\". " +
+                    $"To ask your own question, set {settings.KeyVariable} (or --base-url for a local server such as Ollama).");
             question ??= cassette.FirstQuestion(); // replaying without a question asks the recorded one
             replay = ReplayServer.Start(cassette);
             baseUrl = replay.BaseUrl;
@@ -2370,6 +2413,7 @@ static class Cli
                 Retries = new RetryPolicy { MaxRetries = options.Retries, Timeout = TimeSpan.FromSeconds(options.TimeoutSeconds) },
                 StreamTextTo = options.Stream ? stdout : null,
             };
+            bool recorded = true;
             try
             {
                 question ??= DefaultQuestion;
@@ -2385,17 +2429,31 @@ static class Cli
                     stdout.Write("\n" + RunDiagram.Mermaid(recorder!.Interactions, answer));
                 if (chat.PromptTokens + chat.CompletionTokens > 0)
                     log.Info($"Tokens: {chat.PromptTokens + chat.CompletionTokens} in total ({chat.PromptTokens} in, {chat.CompletionTokens} out) over {ToolCalling.Plural(chat.Requests, "request")}.");
-                return 0;
             }
             finally
             {
                 // Saved even when the flow fails: the failing response is often the one worth keeping.
                 if (recorder is not null && options.Record is not null)
-                {
-                    recorder.Save(options.Record);
-                    log.Info($"Recorded {ToolCalling.Plural(recorder.Count, "interaction")} to {options.Record}.");
-                }
+                    recorded = SaveRecording(recorder, options.Record, log);
             }
+            return recorded ? 0 : 1;
+        }
+    }
+
+    /// <summary>Writes the recording; a file that cannot be written is one error line (and exit 1), not a crash
+    /// that would hide the answer or the flow's own error.</summary>
+    static bool SaveRecording(Recorder recorder, string path, StepLog log)
+    {
+        try
+        {
+            recorder.Save(path);
+            log.Info($"Recorded {ToolCalling.Plural(recorder.Count, "interaction")} to {path}.");
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            log.Info($"error: could not write the recording to {path} ({e.Message}); nothing was written there.");
+            return false;
         }
     }
 
@@ -2417,7 +2475,9 @@ static class Cli
         {
             stdout.WriteLine(server.BaseUrl); // the one line other programs read
             stdout.Flush();
-            stderr.WriteLine($"Serving {options.ServeCassette} ({ToolCalling.Plural(cassette.Interactions.Count, "interaction")}) on {server.BaseUrl}; Ctrl+C stops.");
+            stderr.WriteLine($"Serving {options.ServeCassette} ({ToolCalling.Plural(cassette.Interactions.Count, "interaction")}) on {server.BaseUrl}; Ctrl+C or SIGTERM stops.");
+            if (cassette.FirstQuestion() is string question)
+                stderr.WriteLine($"Its question: \"{question}\" (a client must ask exactly this to match).");
             try
             {
                 await Task.Delay(Timeout.Infinite, cancellationToken);
@@ -2480,9 +2540,16 @@ static class Cli
                 "of tool_choice, and {\"type\":\"none\"} has no such field (nor any tool call). Drop --no-parallel.");
     }
 
-    /// <summary>A cassette holds one API's requests: replaying it with another --api could only end in a mismatch.</summary>
-    static void CheckCassetteFitsTheApi(Cassette cassette, string path, Api api)
+    /// <summary>A cassette holds one API's requests, streamed or not: replaying it with another --api, or with or
+    /// without --stream when it was recorded the other way, could only end in a mismatch. Say so before it starts.</summary>
+    static void CheckCassetteFits(Cassette cassette, string path, Options options)
     {
+        Api api = options.Api;
+        bool recordedStreamed = cassette.Interactions.Any(i => Json.At(i.RequestBody, "stream")?.GetValueKind() == JsonValueKind.True);
+        if (recordedStreamed != options.Stream)
+            throw new UsageException(recordedStreamed
+                ? $"cassette {path} was recorded with --stream: add --stream, or replay a cassette recorded without it."
+                : $"cassette {path} was recorded without --stream: drop --stream, or replay a cassette recorded with it.");
         string expected = ChatClient.PathOf(api);
         if (cassette.Interactions.FirstOrDefault(i => i.Path is "/chat/completions" or "/responses" or "/messages") is { } first && first.Path != expected)
         {
@@ -2583,6 +2650,8 @@ sealed class Options
                 case "--diagram" when !serve: options.Diagram = true; break;
                 case "--port" when serve: options.Port = WholeNumber(arg, Value(), min: 0, max: 65535); break;
                 case "--host" when serve: options.Host = Address(arg, Value()); break;
+                case "--port" or "--host":
+                    throw new UsageException($"{arg} is for serve: ./run.sh serve CASSETTE {arg} ….");
                 case "--api-key" or "--key":
                     throw new UsageException(
                         "the API key is read only from the OPENAI_API_KEY environment variable (ANTHROPIC_API_KEY for --api anthropic), " +
@@ -2696,10 +2765,10 @@ sealed class Recorder(string baseUrl)
 // ---------------------------------------------------------------------------------------------------------------------
 //   THE REPLAY SERVER: a test and demo helper, not part of the four steps.
 //
-//   A real HTTP/1.1 server on loopback that answers POST /v1/chat/completions from a cassette, so that the demo and
-//   the tests run offline and deterministically. Like the real API it keeps connections alive and enforces the
-//   rules on tools, tool_choice and the history (with the API's own 400 wording), so every gotcha of tool calling is
-//   an executable test.
+//   A real HTTP/1.1 server on loopback that answers POST /v1/chat/completions (and /v1/responses, /v1/messages) from
+//   a cassette, so that the demo and the tests run offline and deterministically. Like the real API it keeps
+//   connections alive and enforces the rules on tools, tool_choice and the history (with the API's own 400 wording),
+//   so every gotcha of tool calling is an executable test.
 // ---------------------------------------------------------------------------------------------------------------------
 // =====================================================================================================================
 
@@ -2774,6 +2843,8 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
 
     public static Cassette Load(string path)
     {
+        if (Directory.Exists(path))
+            throw new UsageException($"{path} is a folder, not a cassette. Pass a cassette file, e.g. cassettes/weather.json.");
         JsonNode? root;
         try
         {
@@ -2791,7 +2862,7 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
         {
             throw new UsageException($"cassette {path} is not valid JSON (line {e.LineNumber + 1}): fix it or record it again with --record.");
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new UsageException($"cannot read cassette {path}: {e.Message}");
         }

@@ -30,6 +30,16 @@ build_app() {
   quiet dotnet build "$root/ToolCall.csproj" -c Release -nologo -v quiet -clp:NoSummary
 }
 
+# The demo is rebuilt only when ToolCall.cs or ToolCall.csproj is newer than its build: even a build with nothing to
+# do takes two seconds.
+app_dll="$root/bin/Release/net10.0/ToolCall.dll"
+build_app_if_changed() {
+  if [ -f "$app_dll" ] && [ "$app_dll" -nt "$root/ToolCall.cs" ] && [ "$app_dll" -nt "$root/ToolCall.csproj" ]; then
+    return 0
+  fi
+  build_app
+}
+
 # The AOT build keeps its own obj/ and bin/ under artifacts/aot, so that its restore (a runtime identifier, the
 # ILCompiler package) never rewrites the everyday build's. -warnaserror: a trim or AOT warning fails the build.
 # The cassettes go beside the binary, so the folder runs the offline demo wherever it is copied.
@@ -60,22 +70,21 @@ run_bench() {
 }
 
 run_tests() {
-  local results status=0
-  results="$(mktemp -d)"
+  local results="$root/TestResults" status=0
+  rm -rf "$results"
   if ! quiet dotnet build "$root/ToolCall.Tests/ToolCall.Tests.csproj" -c Release -nologo -v quiet -clp:NoSummary; then
     echo "The test build failed (its output is above)."
     echo "0 passed, 1 failed"
     return 1
   fi
   dotnet test "$root/ToolCall.Tests/ToolCall.Tests.csproj" -c Release --no-build -nologo \
-    --logger "console;verbosity=normal" --logger "trx;LogFileName=tests.trx" --results-directory "$results" "$@" || status=$?
+    --logger "console;verbosity=minimal" --logger "trx;LogFileName=tests.trx" --results-directory "$results" "$@" || status=$?
   # The summary line CI reads, from the TRX counters: <Counters total=".." passed=".." failed=".." ...>
   local passed failed
   read -r passed failed < <(cat "$results"/*.trx 2>/dev/null | awk '
     /<Counters / { match($0, / passed="[0-9]+"/); p += substr($0, RSTART + 9, RLENGTH - 10)
                    match($0, / failed="[0-9]+"/); f += substr($0, RSTART + 9, RLENGTH - 10) }
     END { print p + 0, f + 0 }')
-  rm -rf "$results"
   if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi # the run itself failed (crash, abort)
   echo "$passed passed, $failed failed"
   return "$status"
@@ -95,7 +104,7 @@ case "${1:-}" in
     run_bench "$@"
     ;;
   *)
-    build_app
-    exec dotnet "$root/bin/Release/net10.0/ToolCall.dll" "$@"
+    build_app_if_changed
+    exec dotnet "$app_dll" "$@"
     ;;
 esac

@@ -22,7 +22,7 @@ public class AnthropicFlowTests
         Assert.Equal(London + Environment.NewLine, run.Stdout);
         Assert.Contains(stream ? "anthropic-weather-stream.json" : "anthropic-weather.json", run.Stderr);
         Assert.Contains("offline: no ANTHROPIC_API_KEY or --base-url was given", run.Stderr);
-        Assert.Contains("/v1/messages: 1 message, tools: get_weather, get_forecast", run.Stderr);
+        Assert.Contains("/v1/messages: 1 message (\"What's the weather in London right now?\"), tools: get_weather, get_forecast", run.Stderr);
         Assert.Contains("3 messages (user, assistant with 1 tool_use, user with 1 tool_result)", run.Stderr);
         ApiAssert.StepsInOrder(run.Stderr);
         Assert.Contains("Tokens: 1376 in total (1302 in, 74 out) over 2 requests.", run.Stderr); // input_tokens, output_tokens

@@ -184,6 +184,7 @@ public class CommandLineTests
     [InlineData(new[] { "--replay", "x.json", "--base-url", "http://localhost:1/v1" }, "--replay and --base-url cannot be combined")]
     [InlineData(new[] { "--base-url", "localhost:11434" }, "is not an http(s) URL")]
     [InlineData(new[] { "serve" }, "serve needs exactly one cassette")]
+    [InlineData(new[] { "--port", "8080" }, "--port is for serve")]
     [InlineData(new[] { "serve", "a.json", "--port", "70000" }, "--port needs a whole number from 0 to 65535")]
     [InlineData(new[] { "serve", "a.json", "--trace" }, "unknown option '--trace' for serve")]
     [InlineData(new[] { "--retries", "11" }, "--retries needs a whole number from 0 to 10, not '11'")]
@@ -212,6 +213,80 @@ public class CommandLineTests
     }
 
     [Fact]
+    public async Task FolderGivenAsACassette_ExitsWith2SayingItIsAFolder()
+    {
+        using var dir = new TempDir();
+
+        CliResult replay = await App.RunAsync("--replay", dir.Path);
+        CliResult serve = await App.RunAsync("serve", dir.Path);
+
+        foreach (CliResult run in new[] { replay, serve })
+        {
+            Assert.Equal(2, run.ExitCode);
+            Assert.Equal($"error: {dir.Path} is a folder, not a cassette. Pass a cassette file, e.g. cassettes/weather.json.", run.Stderr.TrimEnd());
+        }
+    }
+
+    [Fact]
+    public async Task RecordingIntoAFolder_ExitsWith2BeforeSendingAnything()
+    {
+        using var dir = new TempDir();
+
+        CliResult run = await App.RunAsync("--record", dir.Path);
+
+        Assert.Equal(2, run.ExitCode);
+        Assert.StartsWith($"error: --record {dir.Path}: that is a folder.", run.Stderr.TrimEnd());
+        Assert.DoesNotContain("Step 1", run.Stderr);
+    }
+
+    [Fact]
+    public async Task RecordingThatCannotBeWrittenAtTheEnd_IsOneErrorLineAndExit1_AfterTheAnswer()
+    {
+        using var dir = new TempDir();
+        string folder = dir.File("vanishing");
+        Directory.CreateDirectory(folder);
+        await using ReplayServer live = ReplayServer.Start(Cassette.Load(Repo.Cassette("weather-stream.json")));
+        // The folder is there when the run starts (so the check up front passes) and gone when the recording is saved.
+        live.BeforeStreamEvent = position =>
+        {
+            if (Directory.Exists(folder))
+                Directory.Delete(folder);
+            return Task.CompletedTask;
+        };
+
+        CliResult run = await App.RunAsync("--stream", "--base-url", live.BaseUrl, "--record", Path.Combine(folder, "run.json"));
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.Equal(London, run.Stdout.Trim()); // the answer is not lost
+        Assert.EndsWith("nothing was written there.", run.Stderr.TrimEnd());
+        Assert.StartsWith("error: could not write the recording to ", run.Stderr.TrimEnd().Split('\n').Last());
+        Assert.DoesNotContain("   at ", run.Stderr);
+    }
+
+    [Fact]
+    public async Task OwnQuestionOffline_ExitsWith2_SayingTheDemoAnswersOnlyItsRecordedQuestion()
+    {
+        CliResult run = await App.RunAsync("Weather in Rome?");
+
+        Assert.Equal(2, run.ExitCode);
+        string line = Assert.Single(run.Stderr.TrimEnd().Split('\n'));
+        Assert.Contains("which answers only \"What's the weather in London right now?\"", line);
+        Assert.Contains("set OPENAI_API_KEY", line);
+    }
+
+    [Theory]
+    [InlineData(new[] { "--replay", "cassettes/weather-stream.json" }, "was recorded with --stream: add --stream")]
+    [InlineData(new[] { "--stream", "--replay", "cassettes/weather.json" }, "was recorded without --stream: drop --stream")]
+    public async Task CassetteRecordedWithOrWithoutStream_IsRefusedUpFront_WhenReplayedTheOtherWay(string[] args, string expected)
+    {
+        CliResult run = await App.RunAsync([.. args.Select(a => a.StartsWith("cassettes/", StringComparison.Ordinal) ? Path.Combine(Repo.Root, a) : a)]);
+
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains(expected, run.Stderr);
+        Assert.DoesNotContain("Step 1", run.Stderr);
+    }
+
+    [Fact]
     public async Task CassetteThatIsNotJson_ExitsWith2NamingTheLine()
     {
         using var dir = new TempDir();
@@ -234,12 +309,30 @@ public class CommandLineTests
     }
 
     [Fact]
+    public async Task OnATerminal_ALogLineWhileWaiting_GoesAboveTheWaitingLine_NotAfterIt()
+    {
+        var terminal = new Terminal();
+        var log = new StepLog(terminal, interactive: true);
+
+        using (log.ShowWaiting())
+        {
+            await terminal.WaitingShown.WaitAsync(TimeSpan.FromSeconds(30));
+            log.Info("retry 1/2 after HTTP 429 Too Many Requests: waiting 1.0 s (Retry-After)");
+        }
+
+        string screen = terminal.ToString();
+        string erase = "\r" + new string(' ', 40) + "\r";
+        Assert.Contains(erase + "retry 1/2 after HTTP 429", screen); // the waiting line is erased, then the log line written
+    }
+
+    [Fact]
     public async Task Help_PrintsTheUsageOnStdoutAndExits0()
     {
         CliResult run = await App.RunAsync("--help");
 
         Assert.Equal(0, run.ExitCode);
         Assert.Contains("--max-rounds N", run.Stdout);
+        Assert.EndsWith(Environment.NewLine, run.Stdout); // the shell's prompt starts on a line of its own
         Assert.Contains("OPENAI_API_KEY", run.Stdout);
     }
 
@@ -300,5 +393,6 @@ public class ProcessTests
             process.Kill();
             await process.WaitForExitAsync();
         }
+        Assert.Contains("Its question: \"What's the weather in London right now?\"", await process.StandardError.ReadToEndAsync());
     }
 }

@@ -21,7 +21,7 @@ public class ResponsesFlowTests
         Assert.True(run.ExitCode == 0, run.ToString());
         Assert.Equal(London + Environment.NewLine, run.Stdout);
         Assert.Contains(stream ? "responses-weather-stream.json" : "responses-weather.json", run.Stderr);
-        Assert.Contains("/v1/responses: 1 input item, tools: get_weather, get_forecast", run.Stderr);
+        Assert.Contains("/v1/responses: 1 input item (\"What's the weather in London right now?\"), tools: get_weather, get_forecast", run.Stderr);
         Assert.Contains("3 input items (user, function_call, function_call_output)", run.Stderr);
         ApiAssert.StepsInOrder(run.Stderr);
         Assert.Contains("Tokens: 354 in total (321 in, 33 out) over 2 requests.", run.Stderr); // input_tokens, output_tokens

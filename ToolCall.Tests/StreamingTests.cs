@@ -566,39 +566,6 @@ public class StreamingFlowTests
         Cassette.Load(recording).Interactions[1].RequestBody!["messages"]!.AsArray();
 
     /// <summary>One screen for stdout and stderr, written from the flow and from the waiting line's timer.</summary>
-    sealed class Terminal : StringWriter
-    {
-        readonly TaskCompletionSource shown = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public Task WaitingShown => shown.Task;
-
-        public override void Write(string? value)
-        {
-            lock (this)
-                base.Write(value);
-            if (value?.Contains("waiting for the model", StringComparison.Ordinal) == true)
-                shown.TrySetResult();
-        }
-
-        public override void Write(char value)
-        {
-            lock (this)
-                base.Write(value);
-        }
-
-        public override void Write(char[] buffer, int index, int count)
-        {
-            lock (this)
-                base.Write(buffer, index, count);
-        }
-
-        public override string ToString()
-        {
-            lock (this)
-                return base.ToString();
-        }
-    }
-
     /// <summary>stdout for the gate test: completes FirstText with what had been printed when text first came, and
     /// notes how many events the server had sent by then.</summary>
     sealed class FirstTextSignal(Func<int> eventsSent) : StringWriter

@@ -438,3 +438,38 @@ sealed class WatchedWriter : TextWriter
             return text.ToString();
     }
 }
+
+/// <summary>A terminal for tests: stdout and stderr on one screen, and a signal when the "waiting for the model" line
+/// is first drawn (it is drawn only on a terminal).</summary>
+sealed class Terminal : StringWriter
+{
+    readonly TaskCompletionSource shown = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public Task WaitingShown => shown.Task;
+
+    public override void Write(string? value)
+    {
+        lock (this)
+            base.Write(value);
+        if (value?.Contains("waiting for the model", StringComparison.Ordinal) == true)
+            shown.TrySetResult();
+    }
+
+    public override void Write(char value)
+    {
+        lock (this)
+            base.Write(value);
+    }
+
+    public override void Write(char[] buffer, int index, int count)
+    {
+        lock (this)
+            base.Write(buffer, index, count);
+    }
+
+    public override string ToString()
+    {
+        lock (this)
+            return base.ToString();
+    }
+}
