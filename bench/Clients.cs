@@ -24,7 +24,7 @@ sealed record FlowSetup(string BaseUrl, string Question, string ExpectedAnswer, 
     public const string Model = "gpt-4o-mini";
 
     /// <summary>Every client sends a key, as it would against a real API (the replay server ignores it).</summary>
-    public const string ApiKey = "sk-bench-not-a-real-key";
+    public const string ApiKey = "dummy-key-for-the-bench";
 
     /// <summary>--no-network: the handler every client gets instead of its own (answers from memory).</summary>
     public Func<HttpMessageHandler>? Transport { get; init; }

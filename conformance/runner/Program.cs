@@ -255,7 +255,7 @@ static class HistoryLines
 
 static partial class CaseRun
 {
-    const string DummyKey = "sk-conformance-dummy-key";
+    const string DummyKey = "dummy-key-for-conformance";
 
     /// <summary>Runs one case; an empty list means it passed.</summary>
     public static async Task<List<string>> RunAsync(ConformanceCase @case, RunnerOptions options)
