@@ -11,9 +11,12 @@
 //      its history included. The case's "history" is checked against the cassette's last request first, so it
 //      states exactly what the client had to send.
 //
-// Usage: ConformanceRunner --toolcall PATH/ToolCall.dll [--case NAME]... [--skip-api API]... [--timeout SECONDS] -- COMMAND [ARGS...]
-// conformance/run builds ToolCall and this runner once and passes --toolcall; see conformance/README.md. A client that
-// does not speak an API declares it with --skip-api: its cases are reported as skipped, never left out silently.
+// Usage: ConformanceRunner --toolcall PATH/ToolCall.dll [--case NAME]... [--skip-api API]... [--skip-tag TAG]...
+//          [--skip-case NAME=REASON]... [--timeout SECONDS] -- COMMAND [ARGS...]
+// conformance/run builds ToolCall and this runner once and passes --toolcall; see conformance/README.md. A client
+// declares what it does not handle: an API it does not speak (--skip-api), a kind of case by its tag (--skip-tag, e.g.
+// quirk), or one case with the reason (--skip-case). Those cases are reported as SKIP with the reason, never left out
+// silently.
 
 using System.Diagnostics;
 using System.Text;
@@ -25,15 +28,15 @@ try
 {
     RunnerOptions options = RunnerOptions.Parse(args);
     string casesPath = Path.Combine(options.Root, "conformance", "cases.json");
-    IReadOnlyList<ConformanceCase> cases = ConformanceCase.LoadAll(casesPath, options.Only);
+    IReadOnlyList<ConformanceCase> cases = options.Select(ConformanceCase.LoadAll(casesPath), casesPath);
     Console.WriteLine($"Conformance of `{string.Join(' ', options.Client)}`: {cases.Count} case{(cases.Count == 1 ? "" : "s")} from {Path.GetRelativePath(Environment.CurrentDirectory, casesPath)}");
     int passed = 0, failed = 0, skipped = 0;
     foreach (ConformanceCase @case in cases)
     {
-        if (options.SkippedApis.Contains(@case.Api))
+        if (options.SkipReason(@case) is string reason)
         {
             skipped++;
-            Console.WriteLine($"  SKIP {@case.Name} (--api {@case.Api}: this client declared --skip-api {@case.Api})");
+            Console.WriteLine($"  SKIP {@case.Name} ({reason})");
             continue;
         }
         List<string> problems = await CaseRun.RunAsync(@case, options);
@@ -60,10 +63,14 @@ catch (UsageException e)
 /// <summary>A mistake in how the runner was called or in cases.json: one line, exit code 2.</summary>
 sealed class UsageException(string message) : Exception(message);
 
+/// <summary>How the runner was called. The skips are what the client declared it does not handle: APIs, tags, and
+/// single cases, each case with the client's reason.</summary>
 sealed record RunnerOptions(
-    string Root, string ToolCallDll, IReadOnlyList<string> Client, IReadOnlySet<string> Only, IReadOnlySet<string> SkippedApis, TimeSpan Timeout)
+    string Root, string ToolCallDll, IReadOnlyList<string> Client, IReadOnlySet<string> Only, IReadOnlySet<string> SkippedApis,
+    IReadOnlySet<string> SkippedTags, IReadOnlyDictionary<string, string> SkippedCases, TimeSpan Timeout)
 {
-    public const string Usage = "usage: ConformanceRunner --toolcall PATH/ToolCall.dll [--case NAME]... [--skip-api API]... [--timeout SECONDS] -- COMMAND [ARGS...]";
+    public const string Usage = "usage: ConformanceRunner --toolcall PATH/ToolCall.dll [--case NAME]... [--skip-api API]... " +
+        "[--skip-tag TAG]... [--skip-case NAME=REASON]... [--timeout SECONDS] -- COMMAND [ARGS...]";
 
     /// <summary>The APIs a case may be for: the values of --api that ToolCall takes.</summary>
     public static readonly string[] Apis = ["chat", "responses", "anthropic"];
@@ -73,6 +80,8 @@ sealed record RunnerOptions(
         string? dll = null;
         var only = new HashSet<string>();
         var skippedApis = new HashSet<string>();
+        var skippedTags = new HashSet<string>();
+        var skippedCases = new Dictionary<string, string>();
         double timeout = 60;
         int i = 0;
         for (; i < args.Length && args[i] != "--"; i++)
@@ -88,6 +97,14 @@ sealed record RunnerOptions(
                         throw new UsageException($"--skip-api {api}: not an API of the cases. Use one of {string.Join(", ", Apis)}.");
                     skippedApis.Add(api);
                     break;
+                case "--skip-tag": skippedTags.Add(Value()); break;
+                case "--skip-case":
+                    string[] nameAndReason = Value().Split('=', 2, StringSplitOptions.TrimEntries);
+                    if (nameAndReason.Length < 2 || nameAndReason[0].Length == 0 || nameAndReason[1].Length == 0)
+                        throw new UsageException($"--skip-case {nameAndReason[0]}: give the case and why the client skips it, as NAME=REASON " +
+                                                 "(e.g. --skip-case \"missing-call-ids=the SDK keeps a missing id as null\").");
+                    skippedCases[nameAndReason[0]] = nameAndReason[1];
+                    break;
                 case "--timeout":
                     string text = Value();
                     if (!double.TryParse(text, out timeout) || timeout <= 0)
@@ -101,8 +118,30 @@ sealed record RunnerOptions(
             throw new UsageException($"no client command after --. {Usage}");
         if (dll is null || !File.Exists(dll))
             throw new UsageException($"--toolcall {dll ?? "(missing)"}: no ToolCall.dll there. Build it (./run.sh --help builds it) or use conformance/run.");
-        return new RunnerOptions(FindRoot(), Path.GetFullPath(dll), client, only, skippedApis, TimeSpan.FromSeconds(timeout));
+        return new RunnerOptions(FindRoot(), Path.GetFullPath(dll), client, only, skippedApis, skippedTags, skippedCases, TimeSpan.FromSeconds(timeout));
     }
+
+    /// <summary>The cases to run or report (all, or those of --case); a case or tag named in an option must exist, so
+    /// that a typo never turns into a skip or a run that does nothing.</summary>
+    public IReadOnlyList<ConformanceCase> Select(IReadOnlyList<ConformanceCase> all, string path)
+    {
+        string[] names = [.. all.Select(c => c.Name)];
+        string[] unknown = [.. Only.Concat(SkippedCases.Keys).Where(name => !names.Contains(name)).Distinct()];
+        if (unknown.Length > 0)
+            throw new UsageException($"no case named {string.Join(", ", unknown)} in {path}. The cases: {string.Join(", ", names)}.");
+        string[] tags = [.. all.SelectMany(c => c.Tags).Distinct().Order()];
+        string[] unknownTags = [.. SkippedTags.Where(tag => !tags.Contains(tag))];
+        if (unknownTags.Length > 0)
+            throw new UsageException($"--skip-tag {string.Join(", ", unknownTags)}: no case in {path} has that tag. The tags: {string.Join(", ", tags)}.");
+        return [.. all.Where(c => Only.Count == 0 || Only.Contains(c.Name))];
+    }
+
+    /// <summary>Why the client does not run this case, as it declared; null when it runs it.</summary>
+    public string? SkipReason(ConformanceCase @case) =>
+        SkippedApis.Contains(@case.Api) ? $"--api {@case.Api}: this client declared --skip-api {@case.Api}"
+        : SkippedCases.TryGetValue(@case.Name, out string? reason) ? $"this client declared --skip-case: {reason}"
+        : @case.Tags.FirstOrDefault(SkippedTags.Contains) is string tag ? $"tagged {tag}: this client declared --skip-tag {tag}"
+        : null;
 
     /// <summary>The repository: the first folder above the runner's binaries that holds conformance/cases.json.</summary>
     static string FindRoot()
@@ -116,11 +155,12 @@ sealed record RunnerOptions(
     }
 }
 
-/// <summary>One case of cases.json: the API it speaks ("chat" when left out), a cassette, what the client is asked, and
-/// what it must answer and send.</summary>
-sealed record ConformanceCase(string Name, string Api, string Cassette, IReadOnlyList<string> Args, string Question, string Answer, IReadOnlyList<string> History)
+/// <summary>One case of cases.json: the API it speaks ("chat" when left out), its tags (the kind of case, which a client
+/// can skip as a whole), a cassette, what the client is asked, and what it must answer and send.</summary>
+sealed record ConformanceCase(
+    string Name, string Api, IReadOnlyList<string> Tags, string Cassette, IReadOnlyList<string> Args, string Question, string Answer, IReadOnlyList<string> History)
 {
-    public static IReadOnlyList<ConformanceCase> LoadAll(string path, IReadOnlySet<string> only)
+    public static IReadOnlyList<ConformanceCase> LoadAll(string path)
     {
         JsonNode? root;
         try
@@ -144,12 +184,9 @@ sealed record ConformanceCase(string Name, string Api, string Cassette, IReadOnl
             string api = item?["api"] is null ? "chat" : Field("api");
             if (!RunnerOptions.Apis.Contains(api))
                 throw new UsageException($"{path}: case {i + 1}: \"api\" must be one of {string.Join(", ", RunnerOptions.Apis)}, not '{api}'.");
-            cases.Add(new ConformanceCase(Field("name"), api, Field("cassette"), Strings("args"), Field("question"), Field("answer"), Strings("history")));
+            cases.Add(new ConformanceCase(Field("name"), api, Strings("tags"), Field("cassette"), Strings("args"), Field("question"), Field("answer"), Strings("history")));
         }
-        string[] unknown = [.. only.Where(name => cases.All(c => c.Name != name))];
-        if (unknown.Length > 0)
-            throw new UsageException($"no case named {string.Join(", ", unknown)} in {path}. The cases: {string.Join(", ", cases.Select(c => c.Name))}.");
-        return [.. cases.Where(c => only.Count == 0 || only.Contains(c.Name))];
+        return cases;
     }
 }
 
