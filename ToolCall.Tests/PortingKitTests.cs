@@ -460,6 +460,32 @@ public class ConformanceCaseTests
         Assert.Equal(["anthropic", "anthropic streamed", "chat", "chat streamed", "responses", "responses streamed"], kinds.Distinct().Order());
     }
 
+    [Theory]
+    [MemberData(nameof(CaseNames))]
+    public void ConformanceCase_IsTaggedQuirk_ExactlyWhenItsCassetteIsAQuirk(string name)
+    {
+        JsonObject @case = Cases().Single(c => (string)c["name"]! == name);
+
+        Assert.Equal(((string)@case["cassette"]!).StartsWith("cassettes/quirks/", StringComparison.Ordinal), Tags(@case).Contains("quirk"));
+    }
+
+    [Theory]
+    [MemberData(nameof(CaseNames))]
+    public void ConformanceCase_IsTaggedOption_ExactlyWhenItPassesAnOptionBeyondStream(string name)
+    {
+        JsonObject @case = Cases().Single(c => (string)c["name"]! == name);
+
+        Assert.Equal(@case["args"]!.AsArray().Any(a => (string)a! != "--stream"), Tags(@case).Contains("option"));
+    }
+
+    [Fact]
+    public void ConformanceCases_UseOnlyTheTagsConformanceReadmeDocuments()
+    {
+        Assert.All(Cases().SelectMany(Tags), tag => Assert.Contains(tag, new[] { "quirk", "option" }));
+    }
+
+    static string[] Tags(JsonObject @case) => [.. (@case["tags"]?.AsArray() ?? []).Select(t => (string)t!)];
+
     /// <summary>The text of the last reply, as each API carries it: a chat message's content, the output_text parts of a
     /// Responses message item, the text blocks of a Messages reply; streamed, their text pieces joined.</summary>
     static string FinalText(Interaction last) => last.ResponseEvents is JsonArray events
@@ -471,8 +497,12 @@ public class ConformanceCaseTests
             "/responses" => string.Concat(last.ResponseBody!["output"]!.AsArray().Where(item => (string?)item!["type"] == "message")
                 .SelectMany(item => item!["content"]!.AsArray()).Where(part => (string?)part!["type"] == "output_text").Select(part => (string?)part!["text"])),
             "/messages" => string.Concat(last.ResponseBody!["content"]!.AsArray().Where(block => (string?)block!["type"] == "text").Select(block => (string?)block!["text"])),
-            _ => (string)last.ResponseBody!["choices"]![0]!["message"]!["content"]!,
+            _ => ChatAnswer(last.ResponseBody!["choices"]![0]!["message"]!),
         };
+
+    /// <summary>A chat message's content, or its refusal when it has none: a refusal is printed as the answer.</summary>
+    static string ChatAnswer(JsonNode message) =>
+        (string?)message["content"] is { Length: > 0 } content ? content : (string)message["refusal"]!;
 
     static IEnumerable<JsonObject> Cases() =>
         JsonNode.Parse(File.ReadAllText(Path.Combine(Repo.Root, "conformance", "cases.json")))!["cases"]!.AsArray().Select(c => c!.AsObject());
