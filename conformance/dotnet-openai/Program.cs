@@ -12,7 +12,7 @@ using OpenAI.Chat;
 
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: OpenAIConformance [--api chat|responses] [--no-parallel] [--stream] QUESTION");
+    Console.Error.WriteLine("usage: OpenAIConformance [--api chat|responses] [--no-parallel] [--stream] [--tool-choice required] QUESTION");
     return 2;
 }
 string question = args[^1];
@@ -22,6 +22,13 @@ int apiAt = Array.IndexOf(args, "--api");
 string api = apiAt >= 0 && apiAt + 1 < args.Length - 1 ? args[apiAt + 1] : "chat";
 bool noParallel = args.Contains("--no-parallel");
 bool stream = args.Contains("--stream"); // the SDK then sends "stream": true (and for chat "stream_options": {"include_usage": true})
+int choiceAt = Array.IndexOf(args, "--tool-choice");
+string? toolChoice = choiceAt >= 0 && choiceAt + 1 < args.Length - 1 ? args[choiceAt + 1] : null;
+if (toolChoice is not (null or "required") || toolChoice is not null && api != "chat")
+{
+    Console.Error.WriteLine($"error: --tool-choice {toolChoice}: this client takes --tool-choice required, on Chat Completions.");
+    return 2;
+}
 if (api == "responses")
     return await ResponsesFlow.RunAsync(question, baseUrl, key, noParallel, stream);
 if (api != "chat")
@@ -45,6 +52,8 @@ var options = new ChatCompletionOptions
 };
 if (noParallel)
     options.AllowParallelToolCalls = false;
+if (toolChoice == "required")
+    options.ToolChoice = ChatToolChoice.CreateRequiredChoice();
 
 List<ChatMessage> messages = [new UserChatMessage(question)];
 try
@@ -62,6 +71,9 @@ try
         messages.Add(reply); // the assistant message first, then one tool message per call
         foreach (ChatToolCall call in calls)
             messages.Add(new ToolChatMessage(call.Id, DemoTools.Run(call.FunctionName, call.FunctionArguments)));
+        // "required" forces a call on every request that carries it; once made, the model chooses (PROTOCOL.md).
+        if (toolChoice is not null)
+            options.ToolChoice = ChatToolChoice.CreateAutoChoice();
     }
     Console.Error.WriteLine("error: the model still asks for tools after 8 rounds");
 }
@@ -71,19 +83,24 @@ catch (ClientResultException e)
 }
 return 1;
 
+// The answer is the text, or the refusal when the model refused (the content is then empty).
 static (string Text, IReadOnlyList<ChatToolCall> Calls, AssistantChatMessage Reply) Reply(ChatCompletion completion) =>
-    (string.Concat(completion.Content.Select(part => part.Text)), completion.ToolCalls, new AssistantChatMessage(completion));
+    (AnswerOf(string.Concat(completion.Content.Select(part => part.Text)), completion.Refusal), completion.ToolCalls, new AssistantChatMessage(completion));
+
+static string AnswerOf(string text, string? refusal) => text.Length == 0 && !string.IsNullOrEmpty(refusal) ? refusal : text;
 
 // Streamed, the SDK reads the server-sent events into updates; a call arrives in fragments, told apart by its index.
 static async Task<(string Text, IReadOnlyList<ChatToolCall> Calls, AssistantChatMessage Reply)> StreamedReplyAsync(
     ChatClient client, List<ChatMessage> messages, ChatCompletionOptions options)
 {
     var text = new StringBuilder();
+    var refusal = new StringBuilder();
     var fragments = new SortedDictionary<int, (string? Id, string? Name, StringBuilder Arguments)>();
     await foreach (StreamingChatCompletionUpdate update in client.CompleteChatStreamingAsync(messages, options))
     {
         foreach (ChatMessageContentPart part in update.ContentUpdate)
             text.Append(part.Text);
+        refusal.Append(update.RefusalUpdate);
         foreach (StreamingChatToolCallUpdate fragment in update.ToolCallUpdates)
         {
             (string? id, string? name, StringBuilder arguments) = fragments.GetValueOrDefault(fragment.Index, (null, null, new StringBuilder()));
@@ -91,7 +108,7 @@ static async Task<(string Text, IReadOnlyList<ChatToolCall> Calls, AssistantChat
         }
     }
     List<ChatToolCall> calls = [.. fragments.Values.Select(f => ChatToolCall.CreateFunctionToolCall(f.Id, f.Name, BinaryData.FromString(f.Arguments.ToString())))];
-    return (text.ToString(), calls, calls.Count > 0 ? new AssistantChatMessage(calls) : new AssistantChatMessage(text.ToString()));
+    return (AnswerOf(text.ToString(), refusal.ToString()), calls, calls.Count > 0 ? new AssistantChatMessage(calls) : new AssistantChatMessage(text.ToString()));
 }
 
 /// <summary>The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them, and what they return.</summary>

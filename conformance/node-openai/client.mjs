@@ -9,8 +9,13 @@ const question = args.at(-1);
 const noParallel = args.includes("--no-parallel");
 const stream = args.includes("--stream");
 const api = args.includes("--api") ? args[args.indexOf("--api") + 1] : "chat";
+const toolChoice = args.includes("--tool-choice") ? args[args.indexOf("--tool-choice") + 1] : null;
 if (!["chat", "responses"].includes(api)) {
   console.error(`error: --api ${api}: this client speaks chat and responses (the openai package has no Messages API).`);
+  process.exit(2);
+}
+if (toolChoice !== null && (toolChoice !== "required" || api !== "chat")) {
+  console.error(`error: --tool-choice ${toolChoice}: this client takes --tool-choice required, on Chat Completions.`);
   process.exit(2);
 }
 
@@ -67,12 +72,14 @@ async function chatFlow() {
   for (let round = 1; round <= 8; round++) {
     const request = { model: "gpt-4o-mini", messages, tools };
     if (noParallel) request.parallel_tool_calls = false;
+    // "required" forces a call on every request that carries it; once made, the model chooses (PROTOCOL.md).
+    if (toolChoice) request.tool_choice = round === 1 ? toolChoice : "auto";
     // Streamed, the SDK's own helper reads the events and assembles the fragments into one completion.
     const completion = stream
       ? await client.chat.completions.stream({ ...request, stream_options: { include_usage: true } }).finalChatCompletion()
       : await client.chat.completions.create(request);
     const message = completion.choices[0].message;
-    if (!message.tool_calls?.length) return message.content;
+    if (!message.tool_calls?.length) return message.content || message.refusal || ""; // a refusal is the answer
     messages.push(message); // the assistant message as received, then one tool message per call
     for (const call of message.tool_calls)
       messages.push({ role: "tool", tool_call_id: call.id, content: run(call.function.name, call.function.arguments) });
