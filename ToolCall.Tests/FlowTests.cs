@@ -25,9 +25,7 @@ public class FlowTests
     {
         CliResult run = await App.RunAsync();
 
-        int[] positions = [.. Enumerable.Range(1, 4).Select(n => run.Stderr.IndexOf($"Step {n}:", StringComparison.Ordinal))];
-        Assert.All(positions, p => Assert.True(p >= 0, run.ToString()));
-        Assert.Equal(positions.Order(), positions);
+        ApiAssert.StepsInOrder(run.Stderr);
         Assert.Contains("get_weather({\"city\":\"London\"}) -> It's currently +18°C and partly cloudy in London", run.Stderr);
         Assert.DoesNotContain("Step", run.Stdout);
     }

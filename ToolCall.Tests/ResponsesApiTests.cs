@@ -635,22 +635,7 @@ static class ResponsesWire
         StreamedResponse.ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(Sse(events))), output, [], null, CancellationToken.None);
 }
 
-/// <summary>stdout that says when the first text has been printed.</summary>
-sealed class PrintedSignal : StringWriter
-{
-    readonly TaskCompletionSource printed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    public Task Printed => printed.Task;
-
-    public override void Write(string? value)
-    {
-        base.Write(value);
-        if (!string.IsNullOrEmpty(value))
-            printed.TrySetResult();
-    }
-}
-
-/// <summary>Assertions both new APIs' tests use.</summary>
+/// <summary>Assertions the tests of all three APIs use.</summary>
 static class ApiAssert
 {
     /// <summary>"Step 1:" to "Step 4:" each on stderr, in order.</summary>

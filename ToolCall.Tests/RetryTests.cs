@@ -7,14 +7,11 @@ namespace ToolCall.Tests;
 /// <summary>The retry policy on its own: which failures it retries and how long it waits, as the official SDKs do.</summary>
 public class RetryPolicyTests
 {
+    /// <summary>The statuses the official SDKs retry: timeouts, conflicts, rate limits and server errors.</summary>
+    public static TheoryData<int> RetriableStatuses => [408, 409, 429, 500, 502, 503, 504];
+
     [Theory]
-    [InlineData(408)]
-    [InlineData(409)]
-    [InlineData(429)]
-    [InlineData(500)]
-    [InlineData(502)]
-    [InlineData(503)]
-    [InlineData(504)]
+    [MemberData(nameof(RetriableStatuses))]
     public void TimeoutsConflictsRateLimitsAndServerErrors_AreRetried(int status) => Assert.True(RetryPolicy.IsRetriable(status));
 
     [Theory]
@@ -153,13 +150,7 @@ public class ClientRetryTests
     }
 
     [Theory]
-    [InlineData(408)]
-    [InlineData(409)]
-    [InlineData(429)]
-    [InlineData(500)]
-    [InlineData(502)]
-    [InlineData(503)]
-    [InlineData(504)]
+    [MemberData(nameof(RetryPolicyTests.RetriableStatuses), MemberType = typeof(RetryPolicyTests))]
     public async Task RetriableStatus_IsRetried_ThenTheAnswerIsUsed(int status)
     {
         var waits = new NotedWaits();

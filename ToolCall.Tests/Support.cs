@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json.Nodes;
+using Xunit;
 
 namespace ToolCall.Tests;
 
@@ -471,5 +472,49 @@ sealed class Terminal : StringWriter
     {
         lock (this)
             return base.ToString();
+    }
+}
+
+/// <summary>stdout that says when the first text has been printed.</summary>
+sealed class PrintedSignal : StringWriter
+{
+    readonly TaskCompletionSource printed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public Task Printed => printed.Task;
+
+    public override void Write(string? value)
+    {
+        base.Write(value);
+        if (!string.IsNullOrEmpty(value))
+            printed.TrySetResult();
+    }
+}
+
+/// <summary>
+/// The rule both fuzz tests hold each damaged case to: it ends in an answer or in one clear FlowException line, never
+/// in another exception or a hang.
+/// </summary>
+static class Fuzz
+{
+    /// <summary>True when the run answered, false when it failed with one clear line; any other end fails the test.
+    /// `damage` and `sent` describe the case, read only if it fails.</summary>
+    public static async Task<bool> AnsweredAsync(Task<string> run, int i, Func<string> damage, Func<string> sent)
+    {
+        try
+        {
+            await run.WaitAsync(TimeSpan.FromSeconds(10)); // a hang fails the test instead of stalling it
+            return true;
+        }
+        catch (FlowException e)
+        {
+            Assert.False(string.IsNullOrWhiteSpace(e.Message), $"case {i}: an empty error");
+            Assert.False(e.Message.Contains('\n'), $"case {i}: more than one line: {e.Message}");
+            return false;
+        }
+        catch (Exception e)
+        {
+            Assert.Fail($"case {i} ({damage()}) ended in {e.GetType().Name}, not an answer or a FlowException:\n{sent()}\n{e}");
+            return false;
+        }
     }
 }
