@@ -2384,11 +2384,12 @@ static class Cli
         {
             Cassette cassette = Cassette.Load(replayPath);
             CheckCassetteFits(cassette, replayPath, options);
-            if (offlineDefault && question is not null && question != cassette.FirstQuestion())
+            string? recordedQuestion = cassette.FirstQuestion();
+            if (offlineDefault && question is not null && question != recordedQuestion)
                 throw new UsageException(
-                    $"offline, the demo replays {Shorter(replayPath)}, which answers only \"{cassette.FirstQuestion()}\". " +
+                    $"offline, the demo replays {Shorter(replayPath)}, which answers only \"{recordedQuestion}\". " +
                     $"To ask your own question, set {settings.KeyVariable} (or --base-url for a local server such as Ollama).");
-            question ??= cassette.FirstQuestion(); // replaying without a question asks the recorded one
+            question ??= recordedQuestion; // replaying without a question asks the recorded one
             replay = ReplayServer.Start(cassette);
             baseUrl = replay.BaseUrl;
             apiKey = null; // a replay needs no key, so the key never leaves the process
