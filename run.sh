@@ -30,11 +30,14 @@ build_app() {
   quiet dotnet build "$root/ToolCall.csproj" -c Release -nologo -v quiet -clp:NoSummary
 }
 
-# The demo is rebuilt only when ToolCall.cs or ToolCall.csproj is newer than its build: even a build with nothing to
-# do takes two seconds.
+# The demo is rebuilt only when one of its sources (ToolCall.csproj and every .cs file of the program, i.e. outside
+# ToolCall.Tests/, bench/, conformance/ and the build folders) is newer than its build: even a build with nothing to do
+# takes two seconds.
 app_dll="$root/bin/Release/net10.0/ToolCall.dll"
 build_app_if_changed() {
-  if [ -f "$app_dll" ] && [ "$app_dll" -nt "$root/ToolCall.cs" ] && [ "$app_dll" -nt "$root/ToolCall.csproj" ]; then
+  if [ -f "$app_dll" ] && [ -z "$(find "$root" \( -path "$root/ToolCall.Tests" -o -path "$root/bench" -o -path "$root/conformance" \
+    -o -path "$root/bin" -o -path "$root/obj" -o -path "$root/artifacts" -o -path "$root/.git" \) -prune -o \
+    \( -name '*.cs' -o -name ToolCall.csproj \) -newer "$app_dll" -print -quit)" ]; then
     return 0
   fi
   build_app

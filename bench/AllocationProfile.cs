@@ -2,6 +2,7 @@
 // every ~100 KB allocated (the GCAllocationTick event, with the type that crossed the mark); over thousands of flows
 // the samples add up to a faithful split of the exact total that GC.GetTotalAllocatedBytes gives.
 
+using ToolCall;
 using System;
 using System.Collections.Generic;
 using System.Diagnostics.Tracing;

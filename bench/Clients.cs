@@ -1,6 +1,7 @@
 // The four clients of the bench. Each runs the complete four-step flow of ToolCall.cs once per call of RunFlowAsync,
 // against the same replay server, and returns the model's final text.
 
+using ToolCall;
 using System;
 using System.Collections.Generic;
 using System.IO;

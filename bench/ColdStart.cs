@@ -1,6 +1,7 @@
 // The cold start of the whole demo: a new process that replays cassettes/weather.json in process (its own replay
 // server on a free port), runs the flow and prints the answer. Wall time from process start to exit.
 
+using ToolCall;
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;

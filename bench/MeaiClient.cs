@@ -1,6 +1,7 @@
 // 3. Microsoft.Extensions.AI: the OpenAI SDK's ChatClient as an IChatClient, with FunctionInvokingChatClient running
 // the tool loop (steps 2 to 4) and the functions made by AIFunctionFactory.
 
+using ToolCall;
 using System;
 using System.Linq;
 using System.Text.Json;

@@ -1,5 +1,6 @@
 // 2. The official OpenAI .NET SDK 2.15.0: the flow of OpenAISdkFlow, with the SDK's ChatClient created once.
 
+using ToolCall;
 using System;
 using System.ClientModel;
 using System.ClientModel.Primitives;

@@ -2,6 +2,7 @@
 // ChatTool.CreateFunctionTool, the assistant message as an AssistantChatMessage, each result as a ToolChatMessage.
 // Shared by the bench (OpenAISdkClient) and by SdkDemo, the SDK's version of the demo for the cold-start comparison.
 
+using ToolCall;
 using System;
 using System.Collections.Generic;
 using System.Linq;

@@ -3,6 +3,7 @@
 // what this process spends is client work only. Then the cold start of the demo: Native AOT, JIT, and the SDK's.
 // Run it with ./run.sh bench [--quick]; README.md, "Performance", says what the numbers mean.
 
+using ToolCall;
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;

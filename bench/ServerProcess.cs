@@ -1,6 +1,7 @@
 // The replay server as a child process (`ToolCall.dll serve CASSETTE`), so that the bench process does client work
 // only: the CPU time and allocations measured in this process are the clients'.
 
+using ToolCall;
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;

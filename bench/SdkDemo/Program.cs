@@ -2,6 +2,7 @@
 // cassettes/weather.json on ToolCall's replay server, in process as the demo does, asks the cassette's question with
 // the same two tools, and prints the answer. The bench times its cold start beside ToolCall's.
 
+using ToolCall;
 using System;
 using System.ClientModel;
 using System.IO;

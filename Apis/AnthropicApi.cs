@@ -1,0 +1,308 @@
+// AnthropicApi.cs: the same four steps on the Anthropic Messages API (--api anthropic).
+
+using System;
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace ToolCall;
+
+// =====================================================================================================================
+// The same four steps on the Anthropic Messages API (--api anthropic)
+//
+// POST {base}/messages, with the key in `x-api-key` (not Authorization) and the API version in `anthropic-version`.
+// The conversation is `messages` again, but a message's content is a list of blocks. What differs, step by step:
+//   Step 1  `tools` are {name, description, input_schema}: no "type", no wrapper, and the schema is `input_schema`.
+//           `max_tokens` is required.
+//   Step 2  A call is a content block {"type":"tool_use","id","name","input"}, and `input` is a JSON *object*, not a
+//           string. stop_reason is "tool_use" then; decide on the blocks, since they are what step 3 answers.
+//   Step 3  Append the assistant's `content` as received (its text blocks too), then ONE user message holding a
+//           {"type":"tool_result","tool_use_id","content"} block per call, results first, in the very next message;
+//           a failed call says so with "is_error": true. There is no "tool" role.
+//   Step 4  The answer is the text blocks of `content`.
+// Streamed, the reply is events (message_start, content_block_start, content_block_delta with text_delta or
+// input_json_delta, content_block_stop, message_delta, message_stop; ping and error) that StreamedMessage turns into the
+// same message.
+// =====================================================================================================================
+
+static class AnthropicToolCalling
+{
+    /// <summary>The most tokens one reply may have: required by the Messages API (the OpenAI APIs have a default).</summary>
+    public const int MaxTokens = 1024;
+
+    /// <summary>Runs the whole flow for one question and returns the model's final text.</summary>
+    public static async Task<string> RunAsync(
+        ChatClient client, string model, string question, IReadOnlyList<Tool> tools, ToolOptions options, int maxRounds,
+        StepLog log, CancellationToken cancellationToken)
+    {
+        // Step 1: send the question and the tools. As with Chat Completions, the request object is the conversation:
+        // step 3 appends to its `messages` and step 4 sends the same object again.
+        var messages = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question });
+        var request = new JsonObject
+        {
+            ["model"] = model,
+            ["max_tokens"] = MaxTokens,
+            ["messages"] = messages,
+            ["tools"] = ToolDefinitions(tools),
+        };
+        if (ToolChoiceValue(options) is JsonObject toolChoice)
+            request["tool_choice"] = toolChoice;
+        log.Step(1, $"POST {client.Url}: 1 message ({ToolCalling.Quoted(question)}), tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolCalling.ToolFieldsShown(request, options)}");
+        JsonObject response = await client.PostAsync(request, cancellationToken);
+
+        for (int round = 1; ; round++)
+        {
+            // Step 2: read `content`, a list of blocks. Its tool_use blocks are the calls; without any, it is the answer.
+            JsonArray content = TakeContent(response);
+            JsonObject[] calls = [.. content.OfType<JsonObject>().Where(block => Json.String(block["type"]) == "tool_use")];
+            string stopReason = Json.String(response["stop_reason"]) ?? "missing";
+            int step = round == 1 ? 2 : 4; // the reply to step 1 is read in step 2; every later reply is step 4's
+            if (calls.Length == 0)
+            {
+                log.Step(step, $"the model answers with text (stop_reason \"{stopReason}\"{client.LastUsage})");
+                return TextOf(content, stopReason);
+            }
+            log.Step(step, $"the model asks for {ToolCalling.Plural(calls.Length, "tool call")} (stop_reason \"{stopReason}\"{client.LastUsage})");
+            if (round > maxRounds)
+                throw ToolCalling.RoundLimitReached(maxRounds);
+            if (calls.FirstOrDefault(call => Json.String(call["id"]) is not { Length: > 0 }) is not null)
+                throw new FlowException("a tool_use block in the reply has no id, so no tool_result could be paired with it; the reply is malformed.");
+
+            // Step 3: the assistant's content goes into the history first, as received (text and thinking blocks too).
+            // Then ONE user message: a tool_result block per call, in the calls' order, each with its call's id, and
+            // nothing before them. A failed call gets "is_error": true, so the model knows it did not work.
+            JsonNode assistant = new JsonObject { ["role"] = "assistant", ["content"] = content };
+            messages.Add(assistant);
+            var results = new JsonArray();
+            foreach (JsonObject call in calls)
+            {
+                string name = Json.String(call["name"]) ?? "";
+                (string result, bool failed) = ToolCalling.RunToolCallReportingFailure(name, call["input"], tools);
+                log.Step(3, $"{name}({Json.Compact(call["input"])}) -> {result}");
+                var toolResult = new JsonObject { ["type"] = "tool_result", ["tool_use_id"] = call["id"]!.DeepClone(), ["content"] = result };
+                if (failed)
+                    toolResult["is_error"] = true;
+                results.Add((JsonNode)toolResult);
+            }
+            JsonNode answers = new JsonObject { ["role"] = "user", ["content"] = results };
+            messages.Add(answers);
+
+            // Step 4: send the whole history again. The reply goes back to step 2: text ends the flow, more tool_use
+            // blocks start another round.
+            string released = "";
+            if (options.ForcesACall && round == 1)
+            {
+                // As in Chat Completions: a forced call ("any" or a tool) is forced on every request that carries it.
+                request["tool_choice"] = ToolChoiceValue(options with { ToolChoice = "auto" });
+                released = $"; tool_choice now {Json.Compact(request["tool_choice"])}";
+            }
+            log.Step(4, $"POST {client.Url}: {ToolCalling.Plural(messages.Count, "message")} ({HistoryShape(messages)}){released}");
+            response = await client.PostAsync(request, cancellationToken);
+        }
+    }
+
+    /// <summary>The `tools` of step 1: {name, description, input_schema}.</summary>
+    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools)
+    {
+        var definitions = new JsonArray();
+        foreach (Tool tool in tools)
+        {
+            JsonNode definition = new JsonObject
+            {
+                ["name"] = tool.Name,
+                ["description"] = tool.Description,
+                ["input_schema"] = ToolCalling.Parameters(tool, strict: false),
+            };
+            definitions.Add(definition);
+        }
+        return definitions;
+    }
+
+    /// <summary>
+    /// `tool_choice` is an object: {"type":"auto"}, {"type":"none"}, {"type":"any"} (what the OpenAI APIs call
+    /// "required") or {"type":"tool","name"}. --no-parallel is a field of it, "disable_parallel_tool_use": true.
+    /// </summary>
+    static JsonObject? ToolChoiceValue(ToolOptions options)
+    {
+        if (options.ToolChoice is null && options.ParallelToolCalls)
+            return null;
+        string type = options.ToolChoice switch { null or "auto" => "auto", "none" => "none", "required" => "any", _ => "tool" };
+        var choice = new JsonObject { ["type"] = type };
+        if (type == "tool")
+            choice["name"] = options.ToolChoice;
+        if (!options.ParallelToolCalls)
+            choice["disable_parallel_tool_use"] = true;
+        return choice;
+    }
+
+    /// <summary>Step 2's read: `content`, detached from the response so that step 3 can append it as it is.</summary>
+    static JsonArray TakeContent(JsonObject response)
+    {
+        if (response["content"] is not JsonArray content)
+            throw new FlowException("the message has no content array, so there is nothing to read. Try the request again.");
+        response.Remove("content");
+        return content;
+    }
+
+    /// <summary>The answer: the text blocks, joined.</summary>
+    static string TextOf(JsonArray content, string stopReason)
+    {
+        string text = string.Concat(content.Where(block => Json.String(Json.At(block, "type")) == "text").Select(block => Json.String(Json.At(block, "text"))));
+        return text.Length > 0
+            ? text
+            : throw new FlowException($"the message has neither text nor tool_use blocks (stop_reason \"{stopReason}\"), so there is no answer to print.");
+    }
+
+    internal static string HistoryShape(JsonArray messages) =>
+        string.Join(", ", messages.Select(message =>
+        {
+            string role = Json.String(Json.At(message, "role")) ?? "?";
+            string[] types = [.. (Json.At(message, "content") as JsonArray ?? []).Select(block => Json.String(Json.At(block, "type")))
+                .Where(type => type is "tool_use" or "tool_result").Select(type => type!)];
+            return types.Length == 0 ? role : $"{role} with {ToolCalling.Plural(types.Length, types[0])}";
+        }));
+}
+
+/// <summary>
+/// A streamed Messages API reply, put back together into the message a JSON reply is. message_start brings the message
+/// with empty `content`; each block then comes as content_block_start (a tool_use block with its id, name and an empty
+/// input), content_block_delta events for its `index`, and content_block_stop. A delta appends to one field of its
+/// block: text_delta to "text" (shown as it arrives), input_json_delta's partial_json to the input's JSON text (parsed
+/// once the message is whole: the pieces split it anywhere), and with extended thinking, thinking_delta and
+/// signature_delta to "thinking" and "signature". message_delta brings stop_reason and the usage so far; message_stop
+/// ends the reply. ping keeps the connection alive; an error event ends the stream.
+/// </summary>
+sealed class StreamedMessage(TextWriter output) : EventStreamReader(output)
+{
+    readonly SortedDictionary<int, PartialBlock> blocks = [];
+    JsonObject message = [];
+
+    public static Task<JsonObject> ReadAsync(
+        Stream stream, TextWriter output, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken) =>
+        new StreamedMessage(output).ReadEventsAsync(stream, events, waiting, cancellationToken);
+
+    protected override string EndMarker => "message_stop";
+
+    protected override JsonObject? Add(string data, JsonObject? json, int position)
+    {
+        if (json is null)
+            throw NotAnObject(position, data);
+        // The events' objects stay as received (they are recorded): what is kept of them is copied.
+        switch (Json.String(json["type"]))
+        {
+            case "message_start" when json["message"] is JsonObject start:
+                message = (JsonObject)start.DeepClone();
+                break;
+            case "content_block_start" when json["content_block"] is JsonObject block:
+                blocks[Index(json) ?? blocks.Count] = new PartialBlock((JsonObject)block.DeepClone());
+                break;
+            case "content_block_delta" when json["delta"] is JsonObject delta:
+                AddDelta(BlockAt(json), delta);
+                break;
+            case "message_delta":
+                foreach ((string field, JsonNode? value) in json["delta"] as JsonObject ?? [])
+                    message[field] = value?.DeepClone(); // stop_reason, stop_sequence
+                if (json["usage"] is JsonObject usage)
+                {
+                    if (message["usage"] is not JsonObject total)
+                        message["usage"] = total = [];
+                    foreach ((string field, JsonNode? value) in usage)
+                        total[field] = value?.DeepClone(); // the counts so far, not the last few: they replace
+                }
+                break;
+            case "message_stop":
+                return ToMessage();
+            case "error":
+                throw ErrorEvent("the message", Json.At(json, "error", "message") ?? json);
+        }
+        return null; // ping, content_block_stop: nothing to keep
+    }
+
+    PartialBlock BlockAt(JsonObject json)
+    {
+        int index = Index(json) ?? (blocks.Count > 0 ? blocks.Keys.Last() : 0);
+        if (!blocks.TryGetValue(index, out PartialBlock? block))
+            blocks[index] = block = new PartialBlock(new JsonObject { ["type"] = "text", ["text"] = "" });
+        return block;
+    }
+
+    void AddDelta(PartialBlock block, JsonObject delta)
+    {
+        (string? field, string piece) = Json.String(delta["type"]) switch
+        {
+            "text_delta" => ("text", "text"),
+            "input_json_delta" => ("input", "partial_json"),
+            "thinking_delta" => ("thinking", "thinking"),
+            "signature_delta" => ("signature", "signature"),
+            _ => ((string?)null, ""),
+        };
+        if (field == "text")
+            Print(block.Field(field), delta[piece]);
+        else if (field is not null)
+            block.Field(field).Append(Json.String(delta[piece]));
+    }
+
+    JsonObject ToMessage()
+    {
+        message["content"] = new JsonArray([.. blocks.Select(pair => (JsonNode)pair.Value.ToJson(pair.Key))]);
+        return message;
+    }
+
+    /// <summary>What has arrived so far of one content block.</summary>
+    sealed class PartialBlock(JsonObject block)
+    {
+        readonly Dictionary<string, StringBuilder> fields = [];
+
+        /// <summary>The text of a field that deltas append to; "text", "thinking" and "signature" start from the block's
+        /// own value, the input's JSON text from nothing (the block's input is {} until then).</summary>
+        public StringBuilder Field(string name)
+        {
+            if (!fields.TryGetValue(name, out StringBuilder? text))
+                fields[name] = text = new StringBuilder(name == "input" ? "" : Json.String(block[name]) ?? "");
+            return text;
+        }
+
+        public JsonObject ToJson(int index)
+        {
+            foreach ((string name, StringBuilder text) in fields)
+            {
+                if (name != "input")
+                    block[name] = text.ToString();
+                else if (!string.IsNullOrWhiteSpace(text.ToString()))
+                    block[name] = Input(text.ToString(), index); // no pieces (a tool without parameters): {} stays
+            }
+            return block;
+        }
+
+        JsonObject Input(string text, int index)
+        {
+            try
+            {
+                if (Json.Parse(text) is JsonObject input)
+                    return input;
+            }
+            catch (JsonException)
+            {
+            }
+            throw new FlowException(
+                $"the input of content block {index} ({Json.String(block["name"])}) is not a JSON object once its streamed pieces are joined: " +
+                $"{(text.Length > 120 ? text[..120] + "…" : text)}");
+        }
+    }
+}

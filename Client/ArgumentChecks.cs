@@ -1,0 +1,125 @@
+// ArgumentChecks.cs: the model's arguments checked against the tool's JSON schema before the tool runs.
+
+using System;
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace ToolCall;
+
+/// <summary>
+/// The part of JSON Schema that function parameters use in practice: type, enum, required, properties, items.
+/// The model may leave out a required argument or send the wrong type, so check before your code runs.
+/// </summary>
+static class Schema
+{
+    /// <summary>The first way `value` breaks `schema`, as a sentence for the model, or null when it fits.</summary>
+    public static string? FirstProblem(JsonNode? value, JsonObject schema, string path)
+    {
+        string Where() => path.Length == 0 ? "the arguments" : $"argument '{path}'";
+        if (schema["type"] is JsonNode type && !TypeMatches(value, type))
+            return $"{Where()} must be {Describe(type)}, not {KindName(value)}";
+        if (schema["enum"] is JsonArray allowed && !allowed.Any(a => JsonNode.DeepEquals(a, value)))
+            return $"{Where()} must be one of {Json.Compact(allowed)}, not {Json.Compact(value)}";
+        if (value is JsonObject obj)
+        {
+            JsonObject properties = schema["properties"] as JsonObject ?? [];
+            foreach (JsonNode? required in schema["required"] as JsonArray ?? [])
+            {
+                string name = Json.String(required) ?? "";
+                if (!obj.ContainsKey(name))
+                {
+                    string hint = Json.At(properties, name, "type") is JsonNode t ? $" ({Describe(t)})" : "";
+                    return $"missing required argument '{Join(path, name)}'{hint}";
+                }
+            }
+            foreach ((string name, JsonNode? propertyValue) in obj)
+            {
+                if (properties[name] is JsonObject propertySchema &&
+                    FirstProblem(propertyValue, propertySchema, Join(path, name)) is string problem)
+                    return problem;
+            }
+        }
+        if (value is JsonArray array && schema["items"] is JsonObject itemSchema)
+        {
+            for (int i = 0; i < array.Count; i++)
+            {
+                if (FirstProblem(array[i], itemSchema, $"{path}[{i}]") is string problem)
+                    return problem;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>Removes, in `value` and the objects within it, each argument that is null and not required.</summary>
+    public static void RemoveNullOptionals(JsonNode? value, JsonObject schema)
+    {
+        if (value is JsonObject obj)
+        {
+            if (obj.Any(p => p.Value is null)) // most calls have none: then there is nothing to look up
+            {
+                HashSet<string?> required = [.. (schema["required"] as JsonArray ?? []).Select(Json.String)];
+                foreach (string name in obj.Where(p => p.Value is null && !required.Contains(p.Key)).Select(p => p.Key).ToList())
+                    obj.Remove(name);
+            }
+            foreach ((string name, JsonNode? property) in obj)
+            {
+                if (property is JsonObject or JsonArray && Json.At(schema, "properties", name) is JsonObject propertySchema)
+                    RemoveNullOptionals(property, propertySchema);
+            }
+        }
+        if (value is JsonArray array && schema["items"] is JsonObject itemSchema)
+        {
+            foreach (JsonNode? item in array)
+                RemoveNullOptionals(item, itemSchema);
+        }
+    }
+
+    static bool TypeMatches(JsonNode? value, JsonNode type) => type switch
+    {
+        JsonArray anyOf => anyOf.Any(t => t is not null && TypeMatches(value, t)),
+        _ => Json.String(type) switch
+        {
+            "object" => value is JsonObject,
+            "array" => value is JsonArray,
+            "string" => value?.GetValueKind() == JsonValueKind.String,
+            "boolean" => value?.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
+            "number" => value?.GetValueKind() == JsonValueKind.Number,
+            "integer" => value?.GetValueKind() == JsonValueKind.Number && value.GetValue<double>() % 1 == 0,
+            "null" => value is null,
+            _ => true, // a type this check does not know: let the function decide
+        },
+    };
+
+    static string Describe(JsonNode type) => type is JsonArray anyOf
+        ? string.Join(" or ", anyOf.Select(t => Describe(t!)))
+        : Json.String(type) switch { "object" => "an object", "array" => "an array", "integer" => "an integer", string t => $"a {t}", null => "?" };
+
+    public static string KindName(JsonNode? value) => value?.GetValueKind() switch
+    {
+        null or JsonValueKind.Null => "null",
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        _ => "a boolean",
+    };
+
+    static string Join(string path, string name) => path.Length == 0 ? name : $"{path}.{name}";
+}

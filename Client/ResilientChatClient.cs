@@ -1,0 +1,449 @@
+// ResilientChatClient.cs: the HTTP call the command line makes: the same POST, with retries, timeouts, recording and --trace around it.
+
+using System;
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace ToolCall;
+
+// =====================================================================================================================
+// The HTTP call: one POST of a JSON body to {base}/chat/completions (or /responses, /messages), the JSON response back.
+// =====================================================================================================================
+
+/// <summary>
+/// The three APIs this file speaks (--api). The four steps are the same on each; the shapes on the wire differ. Chat
+/// Completions comes first and in full; the other two follow in sections of their own, after streaming.
+/// </summary>
+enum Api { Chat, Responses, Anthropic }
+
+/// <summary>
+/// One HTTP path for every API: the same retries, timeouts, recording and tracing. What differs is small and named
+/// here: the endpoint (Path), how the key is sent (NewRequest), how a stream is asked for and read, and the usage fields.
+/// </summary>
+sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog log, Recorder? recorder = null, Api api = Api.Chat)
+{
+    /// <summary>The Messages API version this file is written against; Anthropic requires it on every request.</summary>
+    public const string AnthropicVersion = "2023-06-01";
+
+    /// <summary>The endpoint, relative to the base URL.</summary>
+    public string Path { get; } = PathOf(api);
+
+    public Uri Url { get; } = new(baseUrl.TrimEnd('/') + PathOf(api));
+
+    public static string PathOf(Api api) => api switch
+    {
+        Api.Responses => "/responses",
+        Api.Anthropic => "/messages",
+        _ => "/chat/completions",
+    };
+
+    /// <summary>When to send a failed request again, and how long one attempt may take (--retries, --timeout).</summary>
+    public RetryPolicy Retries { get; init; } = new();
+
+    // Every request body is written into one buffer and every response body read into another (see Json.Utf8 and
+    // ReadBodyAsync), instead of new arrays for each: a ChatClient sends one request at a time, as a conversation
+    // does, so the bytes of one exchange (and of its retries) are done with before the next one's are written.
+    readonly ArrayBufferWriter<byte> requestBuffer = new();
+    readonly ArrayBufferWriter<byte> responseBuffer = new();
+
+    /// <summary>Token usage of the last response, as text for the step log ("" when the server reports none).</summary>
+    public string LastUsage => lastUsage is (long input, long output) ? $"; tokens: {input} in, {output} out" : "";
+
+    (long Input, long Output)? lastUsage; // kept as numbers: the text is only made for a log that writes
+
+    public int Requests { get; private set; }
+    public long PromptTokens { get; private set; }
+    public long CompletionTokens { get; private set; }
+
+    /// <summary>--stream: when set, every request asks for the reply as server-sent events, and their text is written
+    /// here as it arrives (see "Streaming" below).</summary>
+    public TextWriter? StreamTextTo { get; init; }
+
+    /// <summary>Whether the last reply came as a stream, so its text has been printed already.</summary>
+    public bool LastReplyStreamed { get; private set; }
+
+    public async Task<JsonObject> PostAsync(JsonObject body, CancellationToken cancellationToken)
+    {
+        if (StreamTextTo is not null)
+        {
+            // The same request, asking for the reply in pieces. Chat Completions sends the usage in one last chunk only
+            // when asked for; the Responses and Messages APIs always send it (in response.completed, message_delta).
+            body["stream"] = true;
+            if (api == Api.Chat)
+                body["stream_options"] = new JsonObject { ["include_usage"] = true };
+        }
+        // Serialize once, straight to UTF-8: the same bytes go on the wire (on every retry), into the trace and into
+        // a recording.
+        ReadOnlyMemory<byte> bytes = Json.Utf8(body, requestBuffer);
+        log.Trace($"POST {Url}{HeadersShown()}", body);
+
+        using IDisposable? waiting = log.ShowWaiting();
+        JsonObject completion = await SendAsync(bytes, waiting, cancellationToken);
+        CountUsage(completion["usage"]);
+        return completion;
+    }
+
+    /// <summary>
+    /// Sends the request until it gets a completion or a failure that retrying cannot fix (see RetryPolicy). Each
+    /// attempt has --timeout seconds to deliver the whole response, body included; a retry sends the very same bytes.
+    /// </summary>
+    async Task<JsonObject> SendAsync(ReadOnlyMemory<byte> requestBody, IDisposable? waiting, CancellationToken cancellationToken)
+    {
+        for (int retry = 0; ; retry++)
+        {
+            using var timeout = new CancellationTokenSource(Retries.Timeout, Retries.Time);
+            using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+            FailedAttempt failure;
+            try
+            {
+                using HttpResponseMessage response = await http.SendAsync(NewRequest(requestBody), HttpCompletionOption.ResponseHeadersRead, attempt.Token);
+                LastReplyStreamed = response.IsSuccessStatusCode && response.Content.Headers.ContentType?.MediaType == "text/event-stream";
+                if (LastReplyStreamed)
+                    return await ReadEventStreamAsync(response, requestBody, waiting, attempt.Token, cancellationToken);
+                ReadOnlyMemory<byte> content = await ReadBodyAsync(response, attempt.Token);
+                Requests++;
+                int status = (int)response.StatusCode;
+                recorder?.Add(Path, requestBody, status, content.Span, response.Headers);
+                if (response.IsSuccessStatusCode)
+                {
+                    JsonObject completion = ReadCompletion(status, response.Content.Headers.ContentType?.MediaType, content.Span, api);
+                    log.Trace($"HTTP {status}", completion);
+                    return completion;
+                }
+                failure = ApiFailure(response, content.Span);
+            }
+            catch (Exception e) when ((e is HttpRequestException or IOException) && !cancellationToken.IsCancellationRequested)
+            {
+                string reason = RetryPolicy.Reason(e);
+                failure = new FailedAttempt(
+                    $"a connection error ({reason})", $"could not reach {Url} ({reason}). Check the base URL and that the server is running.", Retriable: true);
+            }
+            catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            {
+                string seconds = RetryPolicy.Seconds(Retries.Timeout);
+                failure = new FailedAttempt(
+                    $"no response within {seconds} s", $"no complete response from {Url} within {seconds} s (--timeout). Raise --timeout if the model needs longer.", Retriable: true);
+            }
+
+            if (!failure.Retriable || retry >= Retries.MaxRetries)
+                throw new FlowException(failure.Error + RetryPolicy.GaveUpAfter(retry));
+            (TimeSpan wait, string why) = Retries.NextWait(retry, failure.ServerWait);
+            log.Info($"retry {retry + 1}/{Retries.MaxRetries} after {failure.What}: waiting {RetryPolicy.Seconds(wait)} s ({why})");
+            await Retries.WaitAsync(wait, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// A streamed reply becomes the same completion object a JSON reply is, so steps 2 to 4 read it unchanged. A
+    /// stream that breaks before its first event is retried like any connection error; after it, the text is on the
+    /// screen, so a cut or a timeout is an error line, not a retry that would print it twice. The events are recorded
+    /// and traced even when the stream fails half way: that reply is the one worth keeping.
+    /// </summary>
+    async Task<JsonObject> ReadEventStreamAsync(
+        HttpResponseMessage response, ReadOnlyMemory<byte> requestBytes, IDisposable? waiting, CancellationToken attempt,
+        CancellationToken cancellationToken)
+    {
+        int status = (int)response.StatusCode;
+        var events = new JsonArray();
+        JsonObject completion;
+        try
+        {
+            await using Stream stream = await response.Content.ReadAsStreamAsync(attempt);
+            TextWriter output = StreamTextTo ?? TextWriter.Null;
+            completion = api switch
+            {
+                Api.Responses => await StreamedResponse.ReadAsync(stream, output, events, waiting, attempt),
+                Api.Anthropic => await StreamedMessage.ReadAsync(stream, output, events, waiting, attempt),
+                _ => await StreamedReply.ReadAsync(stream, output, events, waiting, attempt),
+            };
+        }
+        catch (OperationCanceledException) when (events.Count > 0 && !cancellationToken.IsCancellationRequested)
+        {
+            throw new FlowException(
+                $"the stream did not end within {RetryPolicy.Seconds(Retries.Timeout)} s (--timeout), after {ToolCalling.Plural(events.Count, "event")}. " +
+                "The reply is incomplete, so none of it is used; raise --timeout if the model needs longer.");
+        }
+        finally
+        {
+            if (events.Count > 0)
+            {
+                Requests++;
+                recorder?.Add(Path, requestBytes, status, events);
+                log.Trace($"HTTP {status}: {ToolCalling.Plural(events.Count, "server-sent event")}",
+                    events.Select(e => ServerSentEvents.Format(e, named: api != Api.Chat).TrimEnd('\n')));
+            }
+        }
+        log.Trace("The completion assembled from the events", completion);
+        return completion;
+    }
+
+    /// <summary>The whole response body, read into responseBuffer: valid until the next response is read.</summary>
+    async Task<ReadOnlyMemory<byte>> ReadBodyAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+    {
+        responseBuffer.ResetWrittenCount();
+        await using Stream body = await response.Content.ReadAsStreamAsync(cancellationToken);
+        int read;
+        while ((read = await body.ReadAsync(responseBuffer.GetMemory(4096), cancellationToken)) > 0)
+            responseBuffer.Advance(read);
+        return responseBuffer.WrittenMemory;
+    }
+
+    HttpRequestMessage NewRequest(ReadOnlyMemory<byte> body)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, Url) { Content = new ReadOnlyMemoryContent(body) };
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        if (api == Api.Anthropic)
+        {
+            // Anthropic: the key in a header of its own, and the API version, which every request must name.
+            if (apiKey is not null)
+                request.Headers.Add("x-api-key", apiKey);
+            request.Headers.Add("anthropic-version", AnthropicVersion);
+        }
+        else if (apiKey is not null)
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+        }
+        return request;
+    }
+
+    /// <summary>For the trace: the headers NewRequest adds, the key always as [redacted].</summary>
+    string HeadersShown() => api == Api.Anthropic
+        ? (apiKey is null ? "" : "\nx-api-key: [redacted]") + $"\nanthropic-version: {AnthropicVersion}"
+        : apiKey is null ? "" : "\nAuthorization: Bearer [redacted]";
+
+    /// <summary>An error status: the line to show (with the API's own message) and whether a retry may help.</summary>
+    FailedAttempt ApiFailure(HttpResponseMessage response, ReadOnlySpan<byte> content)
+    {
+        int status = (int)response.StatusCode;
+        // Read error bodies as text, so that a proxy's HTML page can be shown too.
+        string text = Encoding.UTF8.GetString(content);
+        JsonNode? error = Json.TryParse(text);
+        log.Trace($"HTTP {status}", error ?? JsonValue.Create(text));
+        return new FailedAttempt(
+            $"HTTP {status} {response.ReasonPhrase}".TrimEnd(),
+            ApiError.Describe(status, response.ReasonPhrase, error, text),
+            RetryPolicy.IsRetriable(status),
+            Retries.ServerWait(response.Headers));
+    }
+
+    /// <summary>
+    /// A 2xx body must be a JSON object (a chat.completion, a response, a message). A broken one is an error, not a
+    /// retry: the server did answer (and the model's work is paid for), and the same request tends to get the same
+    /// broken answer.
+    /// </summary>
+    static JsonObject ReadCompletion(int status, string? contentType, ReadOnlySpan<byte> body, Api api)
+    {
+        string what = $"HTTP {status}, but the response body";
+        if (body.Trim(" \t\r\n"u8).IsEmpty)
+            throw new FlowException($"{what} is empty: there is no completion to read.");
+        JsonNode? json;
+        try
+        {
+            json = Json.Parse(body);
+        }
+        catch (JsonException e)
+        {
+            if (Json.IsCutOff(body))
+                throw new FlowException($"{what} is cut off: its {body.Length} bytes end in the middle of the JSON. Try again.");
+            string type = contentType is null or "application/json" ? "" : $" ({contentType})";
+            string start = Encoding.UTF8.GetString(body[..Math.Min(body.Length, 40)]).ReplaceLineEndings(" ") + (body.Length > 40 ? "…" : "");
+            throw new FlowException(
+                $"{what}{type} is not JSON ({ToolCalling.FirstSentence(e.Message)}); it starts with \"{start}\". " +
+                $"Check that the base URL points at {(api == Api.Anthropic ? "the Anthropic Messages API" : "an OpenAI-compatible API")}.");
+        }
+        if (json is not JsonObject completion)
+            throw new FlowException($"{what} is {Schema.KindName(json)}, not a JSON object.");
+        // "\ud800" alone parses, but could not be written back into the trace or the history. Only a \u escape can
+        // spell one, so only a body with such an escape needs the trial write (most have none: it costs a copy).
+        try
+        {
+            if (body.IndexOf("\\u"u8) >= 0)
+                Json.Utf8(completion);
+        }
+        catch (InvalidOperationException)
+        {
+            throw new FlowException($"{what} holds a string that is not valid Unicode (an unpaired \\uD800-\\uDFFF escape).");
+        }
+        return completion;
+    }
+
+    void CountUsage(JsonNode? usage)
+    {
+        // Chat Completions counts prompt_tokens and completion_tokens; the Responses and Messages APIs, input_tokens
+        // and output_tokens.
+        (string inputField, string outputField) = api == Api.Chat ? ("prompt_tokens", "completion_tokens") : ("input_tokens", "output_tokens");
+        if (Json.At(usage, inputField) is not JsonValue prompt || !prompt.TryGetValue(out long input) ||
+            Json.At(usage, outputField) is not JsonValue completion || !completion.TryGetValue(out long output))
+        {
+            lastUsage = null;
+            return;
+        }
+        PromptTokens += input;
+        CompletionTokens += output;
+        lastUsage = (input, output);
+    }
+}
+
+// =====================================================================================================================
+// Surviving the real API: retries, timeouts
+// =====================================================================================================================
+
+/// <summary>
+/// When and how soon to send a failed request again, as the official OpenAI SDKs do (openai-python's _base_client.py;
+/// openai-node uses the same numbers):
+/// - retry 408 Request Timeout, 409 Conflict, 429 Too Many Requests, any 5xx, a timeout and a connection error;
+///   never another 4xx (400, 401, 403, 404, 422...): the same request would fail the same way;
+/// - at most 2 retries by default (--retries N);
+/// - wait 0.5 s, then 1 s, 2 s... up to 8 s, each shortened by up to a quarter at random ("jitter"), so that clients
+///   that failed together do not all come back at the same moment;
+/// - but when the server says how long to wait (retry-after-ms, or Retry-After in seconds or as an HTTP date), wait
+///   that long, if it is more than 0 and at most 60 s; a longer wait is not honoured (the SDKs fall back to backoff).
+/// </summary>
+sealed class RetryPolicy
+{
+    static readonly TimeSpan FirstBackoff = TimeSpan.FromSeconds(0.5);
+    static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(8);
+    public static readonly TimeSpan MaxServerWait = TimeSpan.FromSeconds(60);
+
+    public int MaxRetries { get; init; } = 2;
+
+    /// <summary>How long one attempt may take, from sending the request to the last byte of the response.</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>The clock of the timeouts and of Retry-After dates. Tests pass one they move by hand.</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    /// <summary>How to wait before a retry: Task.Delay on Time unless set. Tests pass one that only notes the wait.</summary>
+    public Func<TimeSpan, CancellationToken, Task>? Delay { get; init; }
+
+    /// <summary>The source of the jitter. Tests pass a seeded one.</summary>
+    public Random Random { get; init; } = Random.Shared;
+
+    public static bool IsRetriable(int status) => status is 408 or 409 or 429 or >= 500;
+
+    /// <summary>How long the server asks the client to wait, and the header that said so; null when it does not say.</summary>
+    public (TimeSpan Wait, string Header)? ServerWait(HttpResponseHeaders headers)
+    {
+        // retry-after-ms (OpenAI's own) is more precise than Retry-After's whole seconds, so it wins.
+        if (Header(headers, "retry-after-ms") is string ms && Number(ms) is double milliseconds)
+            return (TimeSpan.FromMilliseconds(milliseconds), "retry-after-ms");
+        if (Header(headers, "Retry-After") is not string retryAfter)
+            return null;
+        if (Number(retryAfter) is double seconds)
+            return (TimeSpan.FromSeconds(seconds), "Retry-After");
+        if (DateTimeOffset.TryParseExact(retryAfter, "r", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out DateTimeOffset date))
+            return (date - Time.GetUtcNow(), "Retry-After"); // an HTTP date: "Wed, 21 Oct 2015 07:28:00 GMT"
+        return null;
+    }
+
+    /// <summary>The wait before retry number retry + 1 (retry counts from 0), and why it is that long.</summary>
+    public (TimeSpan Wait, string Why) NextWait(int retry, (TimeSpan Wait, string Header)? server)
+    {
+        if (server is ({ } asked, string header) && asked > TimeSpan.Zero && asked <= MaxServerWait)
+            return (asked, header);
+        double doubled = FirstBackoff.TotalSeconds * Math.Pow(2, Math.Min(retry, 30));
+        TimeSpan backoff = TimeSpan.FromSeconds(Math.Min(doubled, MaxBackoff.TotalSeconds) * (1 - 0.25 * Random.NextDouble()));
+        return server is ({ } tooLong, string name) && tooLong > MaxServerWait
+            ? (backoff, $"backoff; the server's {name} of {Seconds(tooLong)} s is over the {Seconds(MaxServerWait)} s cap")
+            : (backoff, "backoff");
+    }
+
+    public Task WaitAsync(TimeSpan wait, CancellationToken cancellationToken) =>
+        Delay?.Invoke(wait, cancellationToken) ?? Task.Delay(wait, Time, cancellationToken);
+
+    public static string GaveUpAfter(int retries) => retries switch
+    {
+        0 => "",
+        1 => " (gave up after 1 retry)",
+        _ => $" (gave up after {retries} retries)",
+    };
+
+    public static string Seconds(TimeSpan time) => time.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture);
+
+    /// <summary>What went wrong with a connection, in a few words: the innermost message says it best.</summary>
+    public static string Reason(Exception e)
+    {
+        while (e.InnerException is not null && e.InnerException is not OperationCanceledException)
+            e = e.InnerException;
+        return e.Message.TrimEnd('.');
+    }
+
+    static string? Header(HttpResponseHeaders headers, string name) =>
+        headers.TryGetValues(name, out IEnumerable<string>? values) ? values.FirstOrDefault()?.Trim() : null;
+
+    /// <summary>A finite number of seconds or milliseconds that a TimeSpan can hold ("1", "1.5"), else null.</summary>
+    static double? Number(string text) =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) && Math.Abs(value) < 1e9 ? value : null;
+}
+
+/// <summary>An attempt without a usable answer: `What` for the retry line, `Error` for the error line if it is the last.</summary>
+sealed record FailedAttempt(string What, string Error, bool Retriable, (TimeSpan Wait, string Header)? ServerWait = null);
+
+/// <summary>--record: every request and response of a run, written as a cassette at the end.</summary>
+sealed class Recorder(string baseUrl)
+{
+    readonly List<Interaction> interactions = [];
+
+    public int Count => interactions.Count;
+
+    public IReadOnlyList<Interaction> Interactions => interactions;
+
+    // Of the response headers, only those that change what a client does next: how long to wait before a retry.
+    static readonly string[] KeptHeaders = ["Retry-After", "retry-after-ms"];
+
+    public void Add(string path, ReadOnlyMemory<byte> requestBody, int status, ReadOnlySpan<byte> responseBody, HttpResponseHeaders headers)
+    {
+        // Bodies only: request headers (and with them the API key) are never recorded.
+        string text = Encoding.UTF8.GetString(responseBody);
+        JsonNode? json = Json.TryParse(text);
+        var kept = new Dictionary<string, string>();
+        foreach (string name in KeptHeaders)
+        {
+            if (headers.TryGetValues(name, out IEnumerable<string>? values))
+                kept[name] = string.Join(", ", values);
+        }
+        var interaction = new Interaction("POST", path, Json.Parse(requestBody.Span), status, json)
+        {
+            ResponseText = json is null && text.Length > 0 ? text : null, // e.g. a proxy's HTML page, kept as it came
+            Headers = kept,
+        };
+        lock (interactions)
+            interactions.Add(interaction);
+    }
+
+    /// <summary>A streamed response: the events it carried, instead of a body.</summary>
+    public void Add(string path, ReadOnlyMemory<byte> requestBody, int status, JsonArray events)
+    {
+        var interaction = new Interaction("POST", path, Json.Parse(requestBody.Span), status, null)
+        {
+            ResponseEvents = events.DeepClone().AsArray(),
+        };
+        lock (interactions)
+            interactions.Add(interaction);
+    }
+
+    public void Save(string path)
+    {
+        var cassette = new Cassette(
+            $"Recorded by ToolCall --record from {baseUrl} on {DateTime.UtcNow:yyyy-MM-dd}. Request headers, and so the API key, are not recorded.",
+            [.. interactions]);
+        cassette.Save(path);
+    }
+}

@@ -1,0 +1,129 @@
+// AnthropicRules.cs: the rules the Anthropic Messages API enforces on a request, as the replay server checks them.
+
+using System;
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace ToolCall;
+
+/// <summary>The Messages API's error shape: {"type":"error","error":{"type":"invalid_request_error","message"}}.</summary>
+static class AnthropicError
+{
+    public static JsonObject Create(string message, string type = "invalid_request_error") =>
+        new() { ["type"] = "error", ["error"] = new JsonObject { ["type"] = type, ["message"] = message } };
+}
+
+/// <summary>
+/// The rules the Messages API enforces, checked on every POST /messages and answered in its own error shape: the
+/// anthropic-version header and max_tokens, the tools, then the history. Each tool_use must be answered by a
+/// tool_result in the very next message, the results before anything else in it, and a tool_result must answer a
+/// tool_use of the message just before. The wording is the API's, quoted in public issues, except where a comment says
+/// it is ours; the `messages.N` of an unanswered tool_use names the assistant message, as we read the quotes.
+/// </summary>
+static class AnthropicRules
+{
+    public static JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers)
+    {
+        if (!headers.ContainsKey("anthropic-version"))
+            return AnthropicError.Create("anthropic-version: header is required");
+        if (request["max_tokens"] is null)
+            return AnthropicError.Create("max_tokens: Field required");
+        if (request["messages"] is not JsonArray messages)
+            return AnthropicError.Create("messages: Field required"); // the same form; no quote for this field was found
+        return ToolsViolation(request["tools"] as JsonArray ?? [], request["tool_choice"]) ?? HistoryViolation(messages);
+    }
+
+    static JsonObject? ToolsViolation(JsonArray tools, JsonNode? choice)
+    {
+        var names = new HashSet<string>();
+        for (int i = 0; i < tools.Count; i++)
+        {
+            // Anthropic's own tools ({"type":"web_search_20250305", …}) have a type; yours have none (or "custom").
+            string? type = Json.String(Json.At(tools[i], "type"));
+            if (type == "function")
+                // Our own wording: the API's answer to a tool in the OpenAI form was not found.
+                return AnthropicError.Create(
+                    $"tools.{i}: a tool in the OpenAI form ({{\"type\":\"function\",\"function\":{{…}}}}) is not a Messages API tool; " +
+                    "send {\"name\",\"description\",\"input_schema\"}.");
+            if (type is not (null or "custom"))
+                continue;
+            string? name = Json.String(Json.At(tools[i], "name"));
+            if (name is null || name.Length is 0 or > 128 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
+                return AnthropicError.Create(name is null
+                    ? $"tools.{i}.custom.name: Field required"
+                    : $"tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'");
+            if (Json.At(tools[i], "input_schema") is null)
+                // A tool in the OpenAI form (`parameters`) lands here. The form of the quoted errors; this one was not found.
+                return AnthropicError.Create($"tools.{i}.custom.input_schema: Field required");
+            if (!names.Add(name))
+                return AnthropicError.Create("tools: Tool names must be unique.");
+        }
+        if (choice is not null and not JsonObject)
+            // Pydantic's wording, which the API's other errors use; no quote for this field was found. It catches an
+            // OpenAI-style "tool_choice": "auto".
+            return AnthropicError.Create("tool_choice: Input should be a valid dictionary or object to extract fields from");
+        if (Json.String(Json.At(choice, "type")) == "tool" && !names.Contains(Json.String(Json.At(choice, "name")) ?? ""))
+            // Our own wording: no public quote of the API's answer was found.
+            return AnthropicError.Create($"tool_choice.name: '{Json.String(Json.At(choice, "name"))}' is not the name of a tool in 'tools'.");
+        return null;
+    }
+
+    static JsonObject? HistoryViolation(JsonArray messages)
+    {
+        for (int i = 0; i < messages.Count; i++)
+        {
+            JsonArray blocks = Blocks(messages[i]);
+            string[] askedBefore = i > 0 && Role(messages[i - 1]) == "assistant" ? ToolUseIds(Blocks(messages[i - 1])) : [];
+            for (int b = 0; b < blocks.Count; b++)
+            {
+                string? type = Json.String(Json.At(blocks[b], "type"));
+                if (type == "tool_use" && Json.At(blocks[b], "input") is not JsonObject)
+                    return AnthropicError.Create($"messages.{i}.content.{b}.tool_use.input: Input should be a valid dictionary");
+                string? answers = Json.String(Json.At(blocks[b], "tool_use_id"));
+                if (type == "tool_result" && (Role(messages[i]) != "user" || !askedBefore.Contains(answers)))
+                    return AnthropicError.Create(
+                        $"messages.{i}.content.{b}: unexpected `tool_use_id` found in `tool_result` blocks: {answers}. " +
+                        "Each `tool_result` block must have a corresponding `tool_use` block in the previous message.");
+            }
+            if (Role(messages[i]) != "assistant" || ToolUseIds(blocks) is not { Length: > 0 } asked)
+                continue;
+            JsonArray next = i + 1 < messages.Count && Role(messages[i + 1]) == "user" ? Blocks(messages[i + 1]) : [];
+            string?[] results = [.. next.Where(block => Json.String(Json.At(block, "type")) == "tool_result").Select(block => Json.String(Json.At(block, "tool_use_id")))];
+            if (asked.Where(id => !results.Contains(id)).ToArray() is { Length: > 0 } unanswered)
+                return AnthropicError.Create(
+                    $"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: {string.Join(", ", unanswered)}. " +
+                    "Each `tool_use` block must have a corresponding `tool_result` block in the next message.");
+            if (next.TakeWhile(block => Json.String(Json.At(block, "type")) == "tool_result").Count() < asked.Length)
+                // Quoted from errors of early 2025; the API may word this case as the one above by now.
+                return AnthropicError.Create(
+                    $"messages.{i + 1}: Did not find {asked.Length} `tool_result` block(s) at the beginning of this message. " +
+                    "Messages following `tool_use` blocks must begin with a matching number of `tool_result` blocks.");
+        }
+        return null;
+    }
+
+    static string? Role(JsonNode? message) => Json.String(Json.At(message, "role"));
+
+    /// <summary>A message's content blocks; content given as a plain string has none.</summary>
+    static JsonArray Blocks(JsonNode? message) => Json.At(message, "content") as JsonArray ?? [];
+
+    static string[] ToolUseIds(JsonArray blocks) =>
+        [.. blocks.Where(block => Json.String(Json.At(block, "type")) == "tool_use").Select(block => Json.String(Json.At(block, "id")) ?? "")];
+}

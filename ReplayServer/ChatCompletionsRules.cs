@@ -1,0 +1,207 @@
+// ChatCompletionsRules.cs: the rules the Chat Completions API enforces on a request, as the replay server checks them.
+
+using System;
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace ToolCall;
+
+/// <summary>
+/// The rules the real API enforces on `tools`, `tool_choice`, `parallel_tool_calls` and `stream_options`, checked on every request
+/// before the history rules and the cassette. The wording, `param` and `code` are the API's, from error responses
+/// quoted in public issues, except where a comment says the wording is our own.
+/// </summary>
+static class RequestRules
+{
+    const int MaxNameLength = 64; // the OpenAPI spec's limit for a function name, and the one the quoted errors name
+
+    public static JsonObject? FirstViolation(JsonObject request)
+    {
+        if (StreamOptionsViolation(request) is JsonObject streamViolation)
+            return streamViolation;
+        // An empty `tools` array counts as none: public reports show the API accepting `tools: []` and then rejecting
+        // the parallel_tool_calls sent beside it.
+        if (request["tools"] is not JsonArray { Count: > 0 } tools)
+        {
+            foreach (string field in new[] { "tool_choice", "parallel_tool_calls" })
+            {
+                if (request[field] is not null)
+                    return ApiError.Create($"Invalid value for '{field}': '{field}' is only allowed when 'tools' are specified.", param: field);
+            }
+            return null;
+        }
+        return FirstNameViolation(tools) ?? ToolChoiceViolation(request["tool_choice"], tools) ?? FirstStrictViolation(tools);
+    }
+
+    /// <summary>`stream_options` only beside "stream": true.</summary>
+    static JsonObject? StreamOptionsViolation(JsonObject request) =>
+        request["stream_options"] is not null && request["stream"]?.GetValueKind() != JsonValueKind.True
+            ? ApiError.Create("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param: "stream_options")
+            : null;
+
+    /// <summary>Each function name matches ^[a-zA-Z0-9_-]{1,64}$ and no two are the same. `flat`: the Responses API's
+    /// tools, whose name sits beside "type" (a tool in the Chat Completions form then has no name), and which may be
+    /// other tools than functions.</summary>
+    internal static JsonObject? FirstNameViolation(JsonArray tools, bool flat = false)
+    {
+        var firstIndex = new Dictionary<string, int>();
+        for (int i = 0; i < tools.Count; i++)
+        {
+            if (flat && Json.String(Json.At(tools[i], "type")) != "function")
+                continue;
+            string param = flat ? $"tools[{i}].name" : $"tools[{i}].function.name";
+            if (Json.String(Function(tools[i], flat)?["name"]) is not string name)
+                // The API's form for a missing field (as for messages above); no quote for this field was found.
+                return ApiError.Create($"Missing required parameter: '{param}'.", param: param, code: "missing_required_parameter");
+            if (name.Length > MaxNameLength)
+                return ApiError.Create(
+                    $"Invalid '{param}': string too long. Expected a string with maximum length {MaxNameLength}, but got a string with length {name.Length} instead.",
+                    param: param, code: "string_above_max_length");
+            if (name.Length == 0 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
+                return ApiError.Create(
+                    $"Invalid '{param}': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                    param: param, code: "invalid_value");
+            if (!firstIndex.TryAdd(name, i))
+                // Our own wording: no public quote of the API's answer to a repeated function name was found.
+                return ApiError.Create(
+                    $"Invalid 'tools': the function name '{name}' is used by tools[{firstIndex[name]}] and tools[{i}]. Function names must be unique.",
+                    param: param);
+        }
+        return null;
+    }
+
+    /// <summary>`tool_choice` is a mode ("none", "auto", "required") or names a function that is in `tools`: as
+    /// {"type":"function","function":{"name"}}, or `flat` (the Responses API), {"type":"function","name"}.</summary>
+    internal static JsonObject? ToolChoiceViolation(JsonNode? choice, JsonArray tools, bool flat = false)
+    {
+        if (Json.String(choice) is string mode)
+            return mode is "none" or "auto" or "required"
+                ? null
+                : ApiError.Create($"Invalid value: '{mode}'. Supported values are: 'none', 'auto', and 'required'.", param: "tool_choice", code: "invalid_value");
+        if (choice is not JsonObject || Json.String(choice["type"]) != "function")
+            return null;
+        string? name = Json.String(Function(choice, flat)?["name"]);
+        if (flat && name is null)
+            // The API's form for a missing field; no quote for this field was found. It catches the Chat Completions form.
+            return ApiError.Create("Missing required parameter: 'tool_choice.name'.", param: "tool_choice.name", code: "missing_required_parameter");
+        if (tools.Any(tool => Json.String(Function(tool, flat)?["name"]) == name))
+            return null;
+        // The wording OpenAI answers with in its Responses API, quoted in public issues; no quote for Chat Completions
+        // was found, so this assumes the same sentence.
+        return ApiError.Create("Tool choice 'function' not found in 'tools' parameter.", param: "tool_choice");
+    }
+
+    /// <summary>A function with "strict": true needs its parameters in strict form (see StrictSchema).</summary>
+    internal static JsonObject? FirstStrictViolation(JsonArray tools, bool flat = false)
+    {
+        for (int i = 0; i < tools.Count; i++)
+        {
+            if (Function(tools[i], flat) is not JsonObject function || function["strict"]?.GetValueKind() != JsonValueKind.True)
+                continue;
+            if (StrictSchema.FirstViolation(function["parameters"] as JsonObject ?? []) is string violation)
+                return ApiError.Create(
+                    $"Invalid schema for function '{Json.String(function["name"])}': {violation}",
+                    param: flat ? $"tools[{i}].parameters" : $"tools[{i}].function.parameters", code: "invalid_function_parameters");
+        }
+        return null;
+    }
+
+    /// <summary>The object that holds a function's name and parameters: `tool.function`, or with `flat` the tool itself.</summary>
+    static JsonObject? Function(JsonNode? tool, bool flat) => (flat ? tool : Json.At(tool, "function")) as JsonObject;
+}
+
+/// <summary>
+/// The rules the real API enforces on a history, checked on every request before the cassette is consulted. The
+/// messages are the API's own wording (including its "preceeding"), taken from error responses quoted in public
+/// issues; where the `param` of an error could not be confirmed from such a quote, the comment says so.
+/// </summary>
+static class HistoryRules
+{
+    public static JsonObject? FirstViolation(JsonObject request)
+    {
+        if (request["messages"] is not JsonArray { Count: > 0 } messages)
+            return ApiError.Create("Missing required parameter: 'messages'.", param: "messages", code: "missing_required_parameter");
+
+        // The tool calls that the tool messages right here may answer, and those not yet answered.
+        JsonObject? pendingAssistant = null;
+        int pendingIndex = -1;
+        var unanswered = new List<string>();
+        var callIds = new HashSet<string>();
+
+        for (int i = 0; i < messages.Count; i++)
+        {
+            JsonObject? message = messages[i] as JsonObject;
+            string? role = Json.String(message?["role"]);
+            if (role == "tool")
+            {
+                if (pendingAssistant is null)
+                    return ApiError.Create(
+                        "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.",
+                        param: $"messages.[{i}].role");
+                string? id = Json.String(message!["tool_call_id"]);
+                if (id is null)
+                    return ApiError.Create($"Missing required parameter: 'messages.[{i}].tool_call_id'.",
+                        param: $"messages.[{i}].tool_call_id", code: "missing_required_parameter");
+                if (!callIds.Contains(id))
+                    // param not confirmed from a public quote: the message names the id, we point at its field.
+                    return ApiError.Create(
+                        $"Invalid parameter: 'tool_call_id' of '{id}' not found in 'tool_calls' of previous message.",
+                        param: $"messages.[{i}].tool_call_id");
+                unanswered.Remove(id);
+                continue;
+            }
+
+            // Any other message closes the run of tool messages: every call before it must have been answered.
+            if (pendingAssistant is not null && unanswered.Count > 0)
+                return Unanswered(pendingIndex, unanswered);
+            pendingAssistant = null;
+
+            if (role == "assistant" && message!["tool_calls"] is JsonArray calls)
+            {
+                if (calls.Count == 0)
+                    return ApiError.Create(
+                        $"Invalid 'messages[{i}].tool_calls': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+                        param: $"messages[{i}].tool_calls", code: "empty_array");
+                callIds.Clear();
+                unanswered.Clear();
+                for (int c = 0; c < calls.Count; c++)
+                {
+                    JsonNode? arguments = Json.At(calls[c], "function", "arguments");
+                    if (arguments is not null && arguments.GetValueKind() != JsonValueKind.String)
+                        return ApiError.Create(
+                            $"Invalid type for 'messages[{i}].tool_calls[{c}].function.arguments': expected a string, but got {Schema.KindName(arguments)} instead.",
+                            param: $"messages[{i}].tool_calls[{c}].function.arguments", code: "invalid_type");
+                    string? id = Json.String(Json.At(calls[c], "id"));
+                    if (id is not null && callIds.Add(id))
+                        unanswered.Add(id);
+                }
+                pendingAssistant = message;
+                pendingIndex = i;
+            }
+        }
+        return pendingAssistant is not null && unanswered.Count > 0 ? Unanswered(pendingIndex, unanswered) : null;
+    }
+
+    // param: the index of the assistant message is our choice; public quotes show the form "messages.[N].role".
+    static JsonObject Unanswered(int assistantIndex, List<string> ids) => ApiError.Create(
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. " +
+        $"The following tool_call_ids did not have response messages: {string.Join(", ", ids)}",
+        param: $"messages.[{assistantIndex}].role");
+}

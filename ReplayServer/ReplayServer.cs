@@ -1,0 +1,412 @@
+// ReplayServer.cs: an HTTP/1.1 server on loopback that answers from a cassette, so the demo and the tests run offline.
+
+using System;
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace ToolCall;
+
+// =====================================================================================================================
+// ---------------------------------------------------------------------------------------------------------------------
+//   THE REPLAY SERVER: a test and demo helper, not part of the four steps.
+//
+//   A real HTTP/1.1 server on loopback that answers POST /v1/chat/completions (and /v1/responses, /v1/messages) from
+//   a cassette, so that the demo and the tests run offline and deterministically. Like the real API it keeps
+//   connections alive and enforces the rules on tools, tool_choice and the history (with the API's own 400 wording),
+//   so every gotcha of tool calling is an executable test.
+// ---------------------------------------------------------------------------------------------------------------------
+// =====================================================================================================================
+
+/// <summary>What the replay server answers: a status and a body, and for a played interaction its headers and faults.</summary>
+sealed record Reply(int Status, JsonNode? Body, Interaction? Played = null);
+
+/// <summary>The replay server. Start it, point a client at BaseUrl, dispose it to stop.</summary>
+sealed class ReplayServer : IAsyncDisposable
+{
+    public const string BasePath = "/v1";
+    const int MaxHeaderBytes = 32 * 1024;
+    public const int MaxBodyBytes = 8 * 1024 * 1024;
+
+    /// <summary>Connections served at once; more wait to be accepted. With the size limits above, this bounds memory.</summary>
+    public const int MaxConnections = 64;
+
+    /// <summary>
+    /// A request must arrive whole this soon after the server starts waiting for it. A client that sends it a byte at
+    /// a time, or not at all ("slowloris"), loses the connection instead of holding it forever.
+    /// </summary>
+    public static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
+
+    readonly Cassette cassette;
+    readonly TextWriter log;
+    readonly TimeProvider time;
+    readonly TcpListener listener;
+    readonly CancellationTokenSource stopping = new();
+    readonly SemaphoreSlim slots = new(MaxConnections);
+    readonly ConcurrentDictionary<Socket, Task> connections = new();
+    readonly Lock gate = new();
+    readonly Task acceptLoop;
+    int next; // the next interaction to play; after the last one it starts over
+    int accepted, open, mismatches;
+
+    ReplayServer(Cassette cassette, IPAddress address, int port, TextWriter? log, TimeProvider? time)
+    {
+        this.cassette = cassette;
+        this.log = log ?? TextWriter.Null;
+        this.time = time ?? TimeProvider.System;
+        listener = new TcpListener(address, port);
+        listener.Start();
+        var endpoint = (IPEndPoint)listener.LocalEndpoint;
+        string host = endpoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{endpoint.Address}]" : $"{endpoint.Address}";
+        BaseUrl = $"http://{host}:{endpoint.Port}{BasePath}";
+        acceptLoop = AcceptLoopAsync();
+    }
+
+    /// <summary>
+    /// Port 0 takes any free port. Loopback unless another address is given: nothing outside this machine can reach
+    /// it. `time` is the clock of the faults' delays and of RequestTimeout; tests pass one they move by hand.
+    /// </summary>
+    public static ReplayServer Start(Cassette cassette, int port = 0, TextWriter? log = null, IPAddress? address = null, TimeProvider? time = null) =>
+        new(cassette, address ?? IPAddress.Loopback, port, log, time);
+
+    public string BaseUrl { get; }
+
+    /// <summary>How many TCP connections it has accepted (keep-alive means far fewer than requests).</summary>
+    public int ConnectionsAccepted => Volatile.Read(ref accepted);
+
+    /// <summary>How many connections are open right now.</summary>
+    public int OpenConnections => Volatile.Read(ref open);
+
+    /// <summary>How many requests matched no interaction (answered 400 replay_mismatch).</summary>
+    public int Mismatches => Volatile.Read(ref mismatches);
+
+    /// <summary>Completes when every connection open now has closed.</summary>
+    public Task ConnectionsClosedAsync() => Task.WhenAll(connections.Values);
+
+    /// <summary>For tests: awaited before each event of a streamed response is sent, with the event's position. A test
+    /// can hold back the rest of a stream until the client has shown what it got, with no sleeps.</summary>
+    public Func<int, Task>? BeforeStreamEvent { get; set; }
+
+    async Task AcceptLoopAsync()
+    {
+        while (!stopping.IsCancellationRequested)
+        {
+            Socket socket;
+            try
+            {
+                await slots.WaitAsync(stopping.Token);
+                socket = await listener.AcceptSocketAsync(stopping.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return;
+            }
+            Interlocked.Increment(ref accepted);
+            Interlocked.Increment(ref open);
+            socket.NoDelay = true;
+            Task connection = ServeConnectionAsync(socket);
+            connections[socket] = connection;
+            _ = connection.ContinueWith(_ => connections.TryRemove(socket, out Task? _), TaskScheduler.Default);
+        }
+    }
+
+    /// <summary>One connection: requests one after another until the client closes it (HTTP/1.1 keep-alive).</summary>
+    async Task ServeConnectionAsync(Socket socket)
+    {
+        await Task.Yield();
+        try
+        {
+            await using var stream = new NetworkStream(socket, ownsSocket: true);
+            var reader = new HttpRequestReader(stream, MaxHeaderBytes, MaxBodyBytes);
+            for (bool keepAlive = true; keepAlive && !stopping.IsCancellationRequested;)
+            {
+                HttpRequestReader.Request? request;
+                using (var timeout = new CancellationTokenSource(RequestTimeout, time))
+                using (var reading = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token, timeout.Token))
+                {
+                    try
+                    {
+                        request = await reader.ReadAsync(reading.Token);
+                    }
+                    catch (HttpRequestReader.BadRequestException e)
+                    {
+                        await WriteResponseAsync(stream, new Reply(e.Status, ApiError.Create(e.Message)), keepAlive: false, stopping.Token);
+                        return;
+                    }
+                    catch (OperationCanceledException) when (timeout.IsCancellationRequested && reader.InRequest)
+                    {
+                        // Wording ours: the API's own for this case is not public.
+                        string message = $"The request did not arrive whole within {RequestTimeout.TotalSeconds:0} seconds.";
+                        await WriteResponseAsync(stream, new Reply(408, ApiError.Create(message)), keepAlive: false, stopping.Token);
+                        return;
+                    }
+                }
+                if (request is null)
+                    return; // the client closed the connection between requests
+                keepAlive = await WriteResponseAsync(stream, HandleSafely(request), request.KeepAlive, stopping.Token);
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
+        {
+            // The client went away, stayed silent past RequestTimeout, or the server is stopping: nothing to answer.
+        }
+        finally
+        {
+            Interlocked.Decrement(ref open);
+            slots.Release();
+        }
+    }
+
+    /// <summary>A request that trips up the server answers 500 (and is logged); it never takes the server down.</summary>
+    Reply HandleSafely(HttpRequestReader.Request request)
+    {
+        try
+        {
+            return Handle(request);
+        }
+        catch (Exception e)
+        {
+            return Log(request, 500, ApiError.Create($"The replay server failed on this request: {e.Message}", type: "server_error"), $"server error: {e}");
+        }
+    }
+
+    /// <summary>Routing, the request rules, the history rules (each API's own), then the cassette.</summary>
+    Reply Handle(HttpRequestReader.Request request)
+    {
+        string path = request.Path.Split('?')[0];
+        if (!path.StartsWith(BasePath + "/", StringComparison.Ordinal))
+            return Log(request, 404, ApiError.Create(
+                $"Unknown request URL: {request.Method} {path}. Please check the URL for typos, or see the docs at https://platform.openai.com/docs/api-reference/.",
+                code: "unknown_url"), $"not under {BasePath}");
+        string relativePath = path[BasePath.Length..];
+
+        JsonNode? body;
+        try
+        {
+            body = request.Body.Length == 0 ? null : Json.Parse(request.Body);
+        }
+        catch (JsonException)
+        {
+            return Log(request, 400, ErrorBody(relativePath,
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. " +
+                "The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"), "body is not JSON");
+        }
+        if (request.Method == "POST" && relativePath is "/chat/completions" or "/responses" or "/messages")
+        {
+            if (body is not JsonObject apiRequest)
+                return Log(request, 400, ErrorBody(relativePath, "The request body must be a JSON object."), "body is not an object");
+            JsonObject? violation = relativePath switch
+            {
+                "/responses" => ResponsesRules.FirstViolation(apiRequest),
+                "/messages" => AnthropicRules.FirstViolation(apiRequest, request.Headers),
+                _ => RequestRules.FirstViolation(apiRequest) ?? HistoryRules.FirstViolation(apiRequest),
+            };
+            if (violation is not null)
+                return Log(request, 400, violation, "rule: " + Json.String(Json.At(violation, "error", "message")));
+        }
+
+        lock (gate)
+            return cassette.MatchByContent ? PlayMatching(request, relativePath, body) : PlayNext(request, relativePath, body);
+    }
+
+    /// <summary>"match": "order" (the default): the request must be the next interaction's.</summary>
+    Reply PlayNext(HttpRequestReader.Request request, string relativePath, JsonNode? body)
+    {
+        int index = next;
+        string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
+        if (Difference(cassette.Interactions[index], request.Method, relativePath, body) is string difference)
+            return Mismatch(request, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
+        next = (index + 1) % cassette.Interactions.Count;
+        return Play(request, index);
+    }
+
+    /// <summary>"match": "content": the first interaction whose request this is, whatever came before.</summary>
+    Reply PlayMatching(HttpRequestReader.Request request, string relativePath, JsonNode? body)
+    {
+        IReadOnlyList<Interaction> all = cassette.Interactions;
+        for (int i = 0; i < all.Count; i++)
+        {
+            if (Difference(all[i], request.Method, relativePath, body) is null)
+                return Play(request, i);
+        }
+        // Show how it differs from the interaction with as many messages (input items, for the Responses API), the
+        // likeliest one meant.
+        static int? Length(JsonNode? body) => ((Json.At(body, "messages") ?? Json.At(body, "input")) as JsonArray)?.Count;
+        int? count = Length(body);
+        int closest = Math.Max(0, all.ToList().FindIndex(i => Length(i.RequestBody) == count));
+        string difference = $"no interaction matches; interaction {closest + 1} of {all.Count} differs at {Difference(all[closest], request.Method, relativePath, body)}";
+        return Mismatch(request, $"Replay mismatch: {difference}", $"mismatch: {difference}");
+    }
+
+    static string? Difference(Interaction expected, string method, string relativePath, JsonNode? body) =>
+        method != expected.Method || relativePath != expected.Path
+            ? $"expected {expected.Method} {expected.Path}, got {method} {relativePath}"
+            : JsonMatch.FirstDifference(expected.RequestBody, body, relativePath);
+
+    Reply Play(HttpRequestReader.Request request, int index)
+    {
+        Interaction interaction = cassette.Interactions[index];
+        Reply reply = Log(request, interaction.Status, interaction.ResponseBody?.DeepClone(), $"interaction {index + 1} of {cassette.Interactions.Count}");
+        return reply with { Played = interaction };
+    }
+
+    /// <summary>400, not a status that clients retry: a mismatch will not go away by sending the request again.</summary>
+    Reply Mismatch(HttpRequestReader.Request request, string message, string note)
+    {
+        Interlocked.Increment(ref mismatches);
+        return Log(request, 400, ErrorBody(request.Path.Split('?')[0],
+            $"{message}. The request differs from the one recorded in the cassette.", code: "replay_mismatch"), note);
+    }
+
+    /// <summary>An error in the shape of the API the path belongs to: Anthropic's for /messages, OpenAI's otherwise.</summary>
+    static JsonObject ErrorBody(string path, string message, string? code = null) =>
+        path.EndsWith("/messages", StringComparison.Ordinal) ? AnthropicError.Create(message) : ApiError.Create(message, code: code);
+
+    Reply Log(HttpRequestReader.Request request, int status, JsonNode? body, string note)
+    {
+        lock (log)
+            log.WriteLine($"{request.Method} {request.Path} -> {status} ({note})");
+        return new Reply(status, body);
+    }
+
+    /// <summary>
+    /// Writes the reply, misbehaving as its interaction's fault says. Returns whether the connection can serve
+    /// another request.
+    /// </summary>
+    async Task<bool> WriteResponseAsync(Stream stream, Reply reply, bool keepAlive, CancellationToken cancellationToken)
+    {
+        if (reply.Played is { ResponseEvents: JsonArray })
+            return await WriteEventStreamAsync(stream, reply.Status, reply.Played, keepAlive, cancellationToken);
+        Interaction? played = reply.Played;
+        Fault fault = played?.Fault ?? Fault.None;
+        ReadOnlyMemory<byte> content = played?.ResponseText is string text ? Encoding.UTF8.GetBytes(text)
+            : reply.Body is null ? ReadOnlyMemory<byte>.Empty
+            : Json.Utf8(reply.Body);
+        // truncate_after_bytes: a whole HTTP response, but its body ends early, and Content-Length says so.
+        if (fault.TruncateAfterBytes is int truncated && truncated < content.Length)
+            content = content[..truncated];
+        // close_after_bytes: Content-Length promises the whole body; the connection closes before it is all sent.
+        int sent = fault.CloseAfterBytes is int cut ? Math.Min(cut, content.Length) : content.Length;
+
+        if (fault.DelayMs > 0)
+            await Task.Delay(TimeSpan.FromMilliseconds(fault.DelayMs), time, cancellationToken);
+        IReadOnlyDictionary<string, string> headers = played?.Headers ?? new Dictionary<string, string>();
+        var head = new StringBuilder($"HTTP/1.1 {reply.Status} {ReasonPhrase(reply.Status)}\r\n");
+        if (!headers.Keys.Any(name => name.Equals("Content-Type", StringComparison.OrdinalIgnoreCase)))
+            head.Append("Content-Type: application/json\r\n");
+        foreach ((string name, string value) in headers)
+            head.Append($"{name}: {value}\r\n");
+        head.Append($"Content-Length: {content.Length}\r\n");
+        head.Append(keepAlive ? "\r\n" : "Connection: close\r\n\r\n");
+        await stream.WriteAsync(Encoding.UTF8.GetBytes(head.ToString()), cancellationToken);
+
+        // drip_bytes, drip_interval_ms: the body a few bytes at a time, with a pause between writes.
+        int piece = fault.DripBytes > 0 ? fault.DripBytes : Math.Max(sent, 1);
+        for (int offset = 0; offset < sent; offset += piece)
+        {
+            if (offset > 0 && fault.DripIntervalMs > 0)
+                await Task.Delay(TimeSpan.FromMilliseconds(fault.DripIntervalMs), time, cancellationToken);
+            await stream.WriteAsync(content.Slice(offset, Math.Min(piece, sent - offset)), cancellationToken);
+            await stream.FlushAsync(cancellationToken);
+        }
+        await stream.FlushAsync(cancellationToken);
+        return keepAlive && fault.CloseAfterBytes is null;
+    }
+
+    /// <summary>
+    /// A streamed response, sent as the API sends one: text/event-stream, each event flushed on its own as one chunk
+    /// of a chunked body (its length is not known in advance). A JSON object goes out as `data: {…}` on one line, a
+    /// string (such as "[DONE]") as it is, one `data:` line per line of it, and a blank line ends each event; for the
+    /// Responses and Messages APIs, after an `event:` line naming it (see ServerSentEvents.Format). Of the faults,
+    /// delay_ms waits before the head and close_after_bytes cuts the events off after that many bytes.
+    /// </summary>
+    async Task<bool> WriteEventStreamAsync(Stream stream, int status, Interaction played, bool keepAlive, CancellationToken cancellationToken)
+    {
+        Fault fault = played.Fault;
+        if (fault.DelayMs > 0)
+            await Task.Delay(TimeSpan.FromMilliseconds(fault.DelayMs), time, cancellationToken);
+        var head = new StringBuilder($"HTTP/1.1 {status} {ReasonPhrase(status)}\r\n");
+        if (!played.Headers.Keys.Any(name => name.Equals("Content-Type", StringComparison.OrdinalIgnoreCase)))
+            head.Append("Content-Type: text/event-stream; charset=utf-8\r\n");
+        foreach ((string name, string value) in played.Headers)
+            head.Append($"{name}: {value}\r\n");
+        head.Append("Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n");
+        head.Append(keepAlive ? "\r\n" : "Connection: close\r\n\r\n");
+        await stream.WriteAsync(Encoding.UTF8.GetBytes(head.ToString()), cancellationToken);
+        await stream.FlushAsync(cancellationToken);
+
+        JsonArray events = played.ResponseEvents!;
+        bool named = played.Path is "/responses" or "/messages"; // these two APIs name each event in an `event:` line
+        int left = fault.CloseAfterBytes ?? int.MaxValue;
+        for (int i = 0; i < events.Count; i++)
+        {
+            if (played.EventDelay > TimeSpan.Zero)
+                await Task.Delay(played.EventDelay, time, cancellationToken);
+            if (BeforeStreamEvent is Func<int, Task> hold)
+                await hold(i).WaitAsync(cancellationToken);
+            byte[] sse = Encoding.UTF8.GetBytes(ServerSentEvents.Format(events[i], named));
+            int sent = Math.Min(sse.Length, left);
+            if (sent > 0) // an empty chunk would say that the body is complete
+            {
+                await stream.WriteAsync(Encoding.ASCII.GetBytes($"{sent:x}\r\n"), cancellationToken);
+                await stream.WriteAsync(sse.AsMemory(0, sent), cancellationToken);
+                await stream.WriteAsync("\r\n"u8.ToArray(), cancellationToken);
+                await stream.FlushAsync(cancellationToken);
+            }
+            left -= sent;
+            if (left == 0)
+                return false; // close_after_bytes: the connection closes with the body unfinished
+        }
+        await stream.WriteAsync("0\r\n\r\n"u8.ToArray(), cancellationToken); // the last chunk: the body is complete
+        await stream.FlushAsync(cancellationToken);
+        return keepAlive;
+    }
+
+    static string ReasonPhrase(int status) => status switch
+    {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    };
+
+    public async ValueTask DisposeAsync()
+    {
+        stopping.Cancel();
+        listener.Stop();
+        await acceptLoop;
+        foreach (Socket socket in connections.Keys)
+            socket.Close(); // cut connections that are idle between requests
+        await Task.WhenAll(connections.Values);
+        stopping.Dispose();
+    }
+}
