@@ -364,7 +364,7 @@ static class ToolCalling
                     "Send a JSON object that matches the function's parameters.", true);
         }
         if (parsed is not JsonObject args)
-            return ($"Error: the arguments for {name} must be a JSON object, not {Schema.KindName(parsed)}.", true);
+            return ($"Error: the arguments for {name} must be a JSON object, not {Json.KindName(parsed)}.", true);
         // In strict mode every argument is required, so the model sends null for an optional one it leaves out:
         // read that null as "left out", and your function sees the same arguments with or without strict mode.
         Schema.RemoveNullOptionals(args, tool.Parameters);

@@ -34,7 +34,7 @@ static class Schema
     {
         string Where() => path.Length == 0 ? "the arguments" : $"argument '{path}'";
         if (schema["type"] is JsonNode type && !TypeMatches(value, type))
-            return $"{Where()} must be {Describe(type)}, not {KindName(value)}";
+            return $"{Where()} must be {Describe(type)}, not {Json.KindName(value)}";
         if (schema["enum"] is JsonArray allowed && !allowed.Any(a => JsonNode.DeepEquals(a, value)))
             return $"{Where()} must be one of {Json.Compact(allowed)}, not {Json.Compact(value)}";
         if (value is JsonObject obj)
@@ -110,16 +110,6 @@ static class Schema
     static string Describe(JsonNode type) => type is JsonArray anyOf
         ? string.Join(" or ", anyOf.Select(t => Describe(t!)))
         : Json.String(type) switch { "object" => "an object", "array" => "an array", "integer" => "an integer", string t => $"a {t}", null => "?" };
-
-    public static string KindName(JsonNode? value) => value?.GetValueKind() switch
-    {
-        null or JsonValueKind.Null => "null",
-        JsonValueKind.Object => "an object",
-        JsonValueKind.Array => "an array",
-        JsonValueKind.String => "a string",
-        JsonValueKind.Number => "a number",
-        _ => "a boolean",
-    };
 
     static string Join(string path, string name) => path.Length == 0 ? name : $"{path}.{name}";
 }

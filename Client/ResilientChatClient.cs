@@ -269,7 +269,7 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
                 $"Check that the base URL points at {(api == Api.Anthropic ? "the Anthropic Messages API" : "an OpenAI-compatible API")}.");
         }
         if (json is not JsonObject completion)
-            throw new FlowException($"{what} is {Schema.KindName(json)}, not a JSON object.");
+            throw new FlowException($"{what} is {Json.KindName(json)}, not a JSON object.");
         // "\ud800" alone parses, but could not be written back into the trace or the history. Only a \u escape can
         // spell one, so only a body with such an escape needs the trial write (most have none: it costs a copy).
         try

@@ -186,7 +186,7 @@ static class HistoryRules
                     JsonNode? arguments = Json.At(calls[c], "function", "arguments");
                     if (arguments is not null && arguments.GetValueKind() != JsonValueKind.String)
                         return ApiError.Create(
-                            $"Invalid type for 'messages[{i}].tool_calls[{c}].function.arguments': expected a string, but got {Schema.KindName(arguments)} instead.",
+                            $"Invalid type for 'messages[{i}].tool_calls[{c}].function.arguments': expected a string, but got {Json.KindName(arguments)} instead.",
                             param: $"messages[{i}].tool_calls[{c}].function.arguments", code: "invalid_type");
                     string? id = Json.String(Json.At(calls[c], "id"));
                     if (id is not null && callIds.Add(id))

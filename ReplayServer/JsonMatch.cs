@@ -72,7 +72,7 @@ static class JsonMatch
             }
             return expectedArray.Count == actualArray.Count
                 ? null
-                : $"{path}: expected {ToolCalling.Plural(expectedArray.Count, "item")}, got {actualArray.Count}";
+                : $"{path}: expected {expectedArray.Count} item{(expectedArray.Count == 1 ? "" : "s")}, got {actualArray.Count}";
         }
         return ValuesEqual(expected, actual) ? null : $"{path}: expected {Show(expected)}, got {Show(actual)}";
     }

@@ -61,7 +61,7 @@ static class ResponsesRules
                 if (arguments is not null && arguments.GetValueKind() != JsonValueKind.String)
                     // Chat Completions' wording for the same mistake; no quote for the Responses API was found.
                     return ApiError.Create(
-                        $"Invalid type for 'input[{i}].arguments': expected a string, but got {Schema.KindName(arguments)} instead.",
+                        $"Invalid type for 'input[{i}].arguments': expected a string, but got {Json.KindName(arguments)} instead.",
                         param: $"input[{i}].arguments", code: "invalid_type");
                 calls.Add(callId);
             }

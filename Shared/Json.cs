@@ -73,6 +73,17 @@ static class Json
     public static string? String(JsonNode? node) =>
         node is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>() : null;
 
+    /// <summary>What a value is, in words for an error message: "an object", "a string", "null"…</summary>
+    public static string KindName(JsonNode? value) => value?.GetValueKind() switch
+    {
+        null or JsonValueKind.Null => "null",
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        _ => "a boolean",
+    };
+
     // A JSON object with a key twice parses, then throws on first use; refuse it while parsing, as invalid JSON.
     static readonly JsonDocumentOptions ParseOptions = new() { AllowDuplicateProperties = false };
 
