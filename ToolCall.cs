@@ -7,32 +7,24 @@
 //           to the history FIRST, then one role:"tool" message per call with its tool_call_id and the result.
 //   Step 4  Send the history again. The model answers with text, or asks for more tools (back to step 2, with a limit).
 //
-// Read it top to bottom: your functions, the four steps, the HTTP call (and, for --stream, how server-sent events
-// become the same reply), the same four steps on the OpenAI Responses API and on the Anthropic Messages API (--api),
-// the helpers the steps use, the run as a diagram (--diagram), the command line, and last, clearly marked, a replay
-// server that answers from recorded responses ("cassettes") so the demo and the tests run offline. Only the .NET
-// base class library: HttpClient and System.Text.Json.Nodes.
+// This file is the whole idea, and it stands alone: copy it into any .NET project and call ToolCalling.RunAsync
+// (README.md, "Use it in your app"). Read it top to bottom: your functions, the four steps, the one HTTP call they
+// make. Only the .NET base class library: HttpClient and System.Text.Json.Nodes.
 //
-//   dotnet run ToolCall.cs -- --replay weather.json                      offline, from a cassette beside this file
-//   OPENAI_API_KEY=... dotnet run ToolCall.cs -- "Weather in Paris?"      live, against the OpenAI API
-//   dotnet run ToolCall.cs -- --base-url http://localhost:11434/v1 --model llama3.2   any OpenAI-compatible server
-//   dotnet run ToolCall.cs -- --replay weather-stream.json --stream      the same four steps, the reply streamed
-//   dotnet run ToolCall.cs -- --api anthropic --replay anthropic-weather.json   on the Anthropic Messages API
+// The program around it (./run.sh) runs this very RunAsync. What it adds lives next door, one purpose a file, and
+// plugs in where this file leaves a seam: the step log is FlowOptions.Log, checking the model's arguments against the
+// schema is Tool.CheckArguments (Client/ArgumentChecks.cs), and retries, timeouts, streaming, recording and --trace
+// are a ChatClient whose PostAsync does more (Client/ResilientChatClient.cs, Client/Streaming.cs). The same four
+// steps on the OpenAI Responses API and the Anthropic Messages API are in Apis/; the replay server that answers
+// offline from recorded responses is in ReplayServer/.
+
+#nullable enable
 
 using System;
-using System.Buffers;
-using System.Collections.Concurrent;
 using System.Collections.Generic;
-using System.Diagnostics;
-using System.Globalization;
-using System.IO;
 using System.Linq;
-using System.Net;
 using System.Net.Http;
 using System.Net.Http.Headers;
-using System.Net.Sockets;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
@@ -47,23 +39,22 @@ namespace ToolCall;
 // =====================================================================================================================
 
 /// <summary>A function the model may call: what the model is told (name, description, JSON schema) and your code.</summary>
-sealed class Tool(string name, string description, JsonObject parameters, Func<JsonObject, string> run)
+/// <param name="Parameters">The JSON schema of the arguments, as the model is shown it.</param>
+/// <param name="Run">Your code: it gets the model's arguments, parsed, and returns the text the model reads.</param>
+public sealed record Tool(string Name, string Description, JsonObject Parameters, Func<JsonObject, string> Run)
 {
-    public string Name { get; } = name;
-    public string Description { get; } = description;
-    public JsonObject Parameters { get; } = parameters;
-    public Func<JsonObject, string> Run { get; } = run;
+    /// <summary>Sends "strict": true with the function: the API then makes the model's arguments match Parameters,
+    /// which must be in strict form (every property required, the optional ones nullable, no other properties).</summary>
+    public bool Strict { get; init; }
 
-    /// <summary>
-    /// This tool's entry in a request's `tools`, written once, when the tool is made (from a copy of the schema: a
-    /// JSON node has one parent). A JsonElement is read-only and has no parent, so every request can carry this same
-    /// one; a deep copy of the schema for every request would cost more than the rest of the request.
-    /// </summary>
-    public JsonElement Definition { get; } =
-        JsonElement.Parse(Json.Utf8(ToolCalling.Definition(name, description, (JsonObject)parameters.DeepClone())).Span);
+    /// <summary>Checks the model's arguments before Run sees them: what is wrong with them, in words the model can act
+    /// on, or null when they are fine. The model may leave out an argument or send the wrong type; the program checks
+    /// every call against Parameters this way (Client/ArgumentChecks.cs). Without a check, Run gets what came.</summary>
+    public Func<JsonObject, string?>? CheckArguments { get; init; }
 }
 
-static class DemoTools
+/// <summary>The demo's two functions.</summary>
+public static class DemoTools
 {
     // In real life these would call a weather service; fixed sentences keep the flow easy to follow.
     public static string GetWeather(string city) => $"It's currently +18°C and partly cloudy in {city}";
@@ -89,25 +80,21 @@ static class DemoTools
     public static Tool[] Create() =>
     [
         new Tool(
-            name: "get_weather",
-            description: "Returns the current weather in the given city",
-            parameters: new JsonObject
+            Name: "get_weather",
+            Description: "Returns the current weather in the given city",
+            Parameters: new JsonObject
             {
                 ["type"] = "object",
-                ["properties"] = new JsonObject
-                {
-                    ["city"] = CityParameter(),
-                },
+                ["properties"] = new JsonObject { ["city"] = CityParameter() },
                 ["required"] = new JsonArray("city"),
             },
-            // The arguments were checked against the schema above before this runs (see ToolCalling.RunToolCall).
-            run: arguments => GetWeather(arguments["city"]!.GetValue<string>())),
+            Run: arguments => GetWeather(arguments["city"]!.GetValue<string>())),
 
         // A richer schema, to show what models handle: an integer, an enum, an optional parameter and an array.
         new Tool(
-            name: "get_forecast",
-            description: "Returns the daily weather forecast for the given city for the next days",
-            parameters: new JsonObject
+            Name: "get_forecast",
+            Description: "Returns the daily weather forecast for the given city for the next days",
+            Parameters: new JsonObject
             {
                 ["type"] = "object",
                 ["properties"] = new JsonObject
@@ -129,16 +116,16 @@ static class DemoTools
                 },
                 ["required"] = new JsonArray("city", "days"),
             },
-            run: arguments =>
+            Run: arguments =>
             {
-                // 3.0 is an integer to JSON Schema (the check above let it through), but GetValue<int>() would throw on it.
+                // 3.0 is an integer to JSON Schema, but GetValue<int>() would throw on it.
                 int days = (int)arguments["days"]!.GetValue<double>();
                 if (days is < 1 or > 7)
                     throw new ArgumentException($"days must be from 1 to 7, not {days}");
                 return GetForecast(
                     arguments["city"]!.GetValue<string>(),
                     days,
-                    Json.String(arguments["unit"]) ?? "celsius",
+                    (string?)arguments["unit"] ?? "celsius",
                     [.. (arguments["include"] as JsonArray ?? []).Select(item => item!.GetValue<string>())]);
             }),
     ];
@@ -149,49 +136,45 @@ static class DemoTools
 // =====================================================================================================================
 
 /// <summary>
-/// The request fields that steer tool use; at their defaults they stay off the request (the API's defaults apply).
+/// How a flow runs. At their defaults the request fields stay off the request, so the API's defaults apply.
 ///   ToolChoice         `tool_choice`: "auto" (the model decides), "none" (answer in text), "required" (call at least
 ///                      one tool), or a function's name (call exactly that one).
 ///   ParallelToolCalls  false sends `parallel_tool_calls: false`: at most one tool call per reply.
-///   Strict             every function gets `strict: true` and its schema in strict form (see StrictSchema).
+///   MaxRounds          how many replies that ask for tools are answered before the flow gives up.
+///   Log                the step log: one line for each step, as it happens (null: nothing is logged).
 /// </summary>
-sealed record ToolOptions(string? ToolChoice = null, bool ParallelToolCalls = true, bool Strict = false)
+public sealed record FlowOptions
 {
-    public static readonly ToolOptions Default = new();
+    public string? ToolChoice { get; init; }
+    public bool ParallelToolCalls { get; init; } = true;
+    public int MaxRounds { get; init; } = 8;
+    public Action<string>? Log { get; init; }
 
     /// <summary>"required" and a function's name make the model call a tool, on every request that carries them.</summary>
     public bool ForcesACall => ToolChoice is not (null or "auto" or "none");
-
-    /// <summary>The `tool_choice` value: a mode as a string, a function as {"type":"function","function":{"name"}}.</summary>
-    public JsonNode? ToolChoiceValue() => ToolChoice switch
-    {
-        null => null,
-        "auto" or "none" or "required" => JsonValue.Create(ToolChoice),
-        string name => new JsonObject { ["type"] = "function", ["function"] = new JsonObject { ["name"] = name } },
-    };
 }
 
-static class ToolCalling
+public static class ToolCalling
 {
     /// <summary>Runs the whole flow for one question and returns the model's final text.</summary>
     public static async Task<string> RunAsync(
-        ChatClient chat, string model, string question, IReadOnlyList<Tool> tools, ToolOptions options, int maxRounds,
-        StepLog log, CancellationToken cancellationToken)
+        ChatClient chat, string model, string question, IReadOnlyList<Tool> tools, FlowOptions? options = null,
+        CancellationToken cancellationToken = default)
     {
+        options ??= new FlowOptions();
+        Action<string>? log = options.Log; // log?.Invoke($"…"): without a log, the text is never even built
+
         // Step 1: send the question and the tools. The request object *is* the conversation: step 3 appends to its
         // `messages` and step 4 sends the same object again, so the history can never drift from what was sent.
         var messages = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question });
-        var request = new JsonObject
-        {
-            ["model"] = model,
-            ["messages"] = messages,
-            ["tools"] = ToolDefinitions(tools, options.Strict),
-        };
-        if (options.ToolChoiceValue() is JsonNode toolChoice)
-            request["tool_choice"] = toolChoice;
+        var request = new JsonObject { ["model"] = model, ["messages"] = messages, ["tools"] = ToolDefinitions(tools) };
+        if (options.ToolChoice is string choice)
+            request["tool_choice"] = choice is "auto" or "none" or "required"
+                ? choice
+                : new JsonObject { ["type"] = "function", ["function"] = new JsonObject { ["name"] = choice } };
         if (!options.ParallelToolCalls)
             request["parallel_tool_calls"] = false;
-        log.Step(1, $"POST {chat.Url}: 1 message ({Quoted(question)}), tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolFieldsShown(request, options)}");
+        log?.Invoke($"Step 1: POST {chat.Url}: 1 message ({Quoted(question)}), tools: {ToolNames(tools)}{ToolFieldsShown(request)}");
         JsonObject response = await chat.PostAsync(request, cancellationToken);
 
         for (int round = 1; ; round++)
@@ -202,26 +185,25 @@ static class ToolCalling
             int step = round == 1 ? 2 : 4; // the reply to step 1 is read in step 2; every later reply is step 4's
             if (message["tool_calls"] is not JsonArray { Count: > 0 } calls)
             {
-                log.Step(step, $"the model answers with text (finish_reason \"{finishReason}\"{chat.LastUsage})");
+                log?.Invoke($"Step {step}: the model answers with text (finish_reason \"{finishReason}\"{TokensShown(response)})");
                 return FinalText(message, log);
             }
-            log.Step(step, $"the model asks for {Plural(calls.Count, "tool call")} (finish_reason \"{finishReason}\"{chat.LastUsage})");
-            if (round > maxRounds)
-                throw RoundLimitReached(maxRounds);
+            log?.Invoke($"Step {step}: the model asks for {Plural(calls.Count, "tool call")} (finish_reason \"{finishReason}\"{TokensShown(response)})");
+            if (round > options.MaxRounds)
+                throw RoundLimitReached(options.MaxRounds);
 
             // Step 3: the assistant message goes into the history first: the API rejects tool results that do not
             // follow the message that asked for them. Then one role:"tool" message per call, in the calls' order;
             // leave one call unanswered and the next request fails.
             CompleteForHistory(calls, round);
-            messages.Add((JsonNode)message); // (JsonNode): the non-generic Add, see Json
+            messages.Add((JsonNode)message); // (JsonNode): JsonArray's generic Add<T> would serialize by reflection
             foreach (JsonObject call in calls.Cast<JsonObject>())
             {
-                string id = call["id"]!.GetValue<string>();
                 JsonObject function = (JsonObject)call["function"]!;
-                string name = Json.String(function["name"]) ?? "";
-                string result = RunToolCall(name, function["arguments"], tools);
-                log.Step(3, $"{name}({Json.String(function["arguments"])}) -> {result}");
-                JsonNode toolMessage = new JsonObject { ["role"] = "tool", ["tool_call_id"] = id, ["content"] = result };
+                string name = Text(function["name"]) ?? "";
+                (string result, _) = RunToolCall(name, function["arguments"], tools);
+                log?.Invoke($"Step 3: {name}({Text(function["arguments"])}) -> {result}");
+                JsonNode toolMessage = new JsonObject { ["role"] = "tool", ["tool_call_id"] = call["id"]!.DeepClone(), ["content"] = result };
                 messages.Add(toolMessage);
             }
 
@@ -231,68 +213,33 @@ static class ToolCalling
             if (options.ForcesACall && round == 1)
             {
                 // "required" or a function's name forces a tool call on *every* request that carries it: sent again,
-                // the model could never answer in text and the loop would only end at --max-rounds. The forced call
+                // the model could never answer in text and the loop would only end at MaxRounds. The forced call
                 // has been made and answered; from here on the model chooses.
                 request["tool_choice"] = "auto";
                 released = "; tool_choice now \"auto\"";
             }
-            log.Step(4, $"POST {chat.Url}: {Plural(messages.Count, "message")} ({HistoryShape(messages)}){released}");
+            log?.Invoke($"Step 4: POST {chat.Url}: {Plural(messages.Count, "message")} ({HistoryShape(messages)}){released}");
             response = await chat.PostAsync(request, cancellationToken);
         }
     }
 
     /// <summary>
-    /// The `tools` array of step 1: each tool's Definition, {"type":"function","function":{name, description,
-    /// parameters}}, sent as it is. With `strict`, each function also gets "strict": true and its schema rewritten to
-    /// the strict form; a schema that still breaks the strict rules stops here, before anything is sent, since the API
-    /// would only answer it with a 400.
+    /// The `tools` array of step 1: {"type":"function","function":{name, description, parameters}} for each tool, and
+    /// "strict": true for a strict one. Each request gets its own copy of the schema: a JSON node has one parent.
     /// </summary>
-    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools, bool strict = false)
+    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools)
     {
         var definitions = new JsonArray();
         foreach (Tool tool in tools)
         {
-            // The tool's Definition is read-only and shared; JsonObject.Create wraps it for this request without copying.
-            JsonNode? definition = strict ? StrictDefinition(tool) : JsonObject.Create(tool.Definition);
+            var function = new JsonObject { ["name"] = tool.Name, ["description"] = tool.Description, ["parameters"] = tool.Parameters.DeepClone() };
+            if (tool.Strict)
+                function["strict"] = true;
+            JsonNode definition = new JsonObject { ["type"] = "function", ["function"] = function };
             definitions.Add(definition);
         }
         return definitions;
     }
-
-    /// <summary>One function in `tools`: {"type":"function","function":{name, description, parameters}}.</summary>
-    public static JsonObject Definition(string name, string description, JsonObject parameters) => new()
-    {
-        ["type"] = "function",
-        ["function"] = new JsonObject { ["name"] = name, ["description"] = description, ["parameters"] = parameters },
-    };
-
-    static JsonObject StrictDefinition(Tool tool)
-    {
-        JsonObject definition = Definition(tool.Name, tool.Description, Parameters(tool, strict: true));
-        ((JsonObject)definition["function"]!)["strict"] = true;
-        return definition;
-    }
-
-    /// <summary>A tool's JSON schema for one request (a JSON node has one parent: each request gets its own copy),
-    /// in strict form with `strict`. The Responses and Messages APIs' tools take it from here too.</summary>
-    internal static JsonObject Parameters(Tool tool, bool strict)
-    {
-        if (!strict)
-            return (JsonObject)tool.Parameters.DeepClone();
-        JsonObject parameters = StrictSchema.Rewrite(tool.Parameters);
-        if (StrictSchema.FirstViolation(parameters) is string violation)
-            throw new UsageException(
-                $"the schema of tool '{tool.Name}' breaks the strict-mode rules, so the API would reject it: {violation} " +
-                "Fix the schema, or run without --strict.");
-        return parameters;
-    }
-
-    /// <summary>For the step log: the fields beyond messages and tools that step 1 puts on the wire.</summary>
-    internal static string ToolFieldsShown(JsonObject request, ToolOptions options) =>
-        (options.Strict ? " (each strict: true)" : "") +
-        string.Concat(new[] { "tool_choice", "parallel_tool_calls" }
-            .Where(request.ContainsKey)
-            .Select(field => $"; {field}: {Json.Compact(request[field])}"));
 
     /// <summary>Step 2's read: choices[0].message, detached from the response so that step 3 can append it as is.</summary>
     static (JsonObject Message, string FinishReason) TakeFirstMessage(JsonObject response)
@@ -302,7 +249,7 @@ static class ToolCalling
         if (choice["message"] is not JsonObject message)
             throw new FlowException("the response's choices[0] has no message object.");
         choice.Remove("message"); // detach: it is about to become part of the history
-        return (message, Json.String(choice["finish_reason"]) ?? "missing");
+        return (message, Text(choice["finish_reason"]) ?? "missing");
     }
 
     /// <summary>
@@ -318,7 +265,7 @@ static class ToolCalling
         {
             if (calls[i] is not JsonObject call || call["function"] is not JsonObject function)
                 throw new FlowException($"tool_calls[{i}] in the model's reply has no function object; the reply is malformed.");
-            string? id = Json.String(call["id"]);
+            string? id = Text(call["id"]);
             if (string.IsNullOrEmpty(id) || !ids.Add(id))
             {
                 id = $"call_{round}_{i}";
@@ -327,36 +274,33 @@ static class ToolCalling
             }
             call["type"] ??= "function";
             if (function["arguments"] is not JsonNode arguments)
-                function["arguments"] = "{}";                     // omitted for a function without parameters
+                function["arguments"] = "{}";                                 // omitted for a function without parameters
             else if (arguments.GetValueKind() != JsonValueKind.String)
-                function["arguments"] = Json.Compact(arguments);  // an object instead of its JSON string
+                function["arguments"] = arguments.ToJsonString(JsonOptions); // an object instead of its JSON string
         }
     }
 
     /// <summary>
-    /// Runs one call and returns the content of its tool message. A bad call never breaks the history: the model
-    /// reads what went wrong and can try again. Every API answers a call with this text; only its envelope differs.
+    /// Runs one call and returns the content of its tool message, and whether the call failed. A bad call never breaks
+    /// the history: the model reads what went wrong and can try again. Every API answers a call with this text; only
+    /// its envelope differs (the Anthropic API also marks a failed one with "is_error").
     /// </summary>
-    public static string RunToolCall(string name, JsonNode? arguments, IReadOnlyList<Tool> tools) =>
-        RunToolCallReportingFailure(name, arguments, tools).Content;
-
-    /// <summary>RunToolCall, also saying whether the call failed (Anthropic marks a failed call's result with is_error).</summary>
-    public static (string Content, bool Failed) RunToolCallReportingFailure(string name, JsonNode? arguments, IReadOnlyList<Tool> tools)
+    public static (string Content, bool Failed) RunToolCall(string name, JsonNode? arguments, IReadOnlyList<Tool> tools)
     {
         Tool? tool = tools.FirstOrDefault(t => t.Name == name);
         if (tool is null)
             return ($"Error: unknown function '{name}'. Available functions: {string.Join(", ", tools.Select(t => t.Name))}.", true);
 
         // `arguments` is a JSON string: parse it. The model writes it, so it may not be valid JSON, and it may not
-        // match the schema; check both before your code sees it. (Anthropic sends an object, `input`: already parsed,
-        // it is copied, since the check below may edit it and the history keeps the original.)
+        // match the schema: check both before your code sees it. (The Anthropic API sends an object, already parsed:
+        // it is copied, since a check may edit it and the history keeps the original.)
         JsonNode? parsed;
         try
         {
-            string text = Json.String(arguments) ?? "";
+            string text = Text(arguments) ?? "";
             parsed = arguments is JsonObject given ? given.DeepClone()
                 : string.IsNullOrWhiteSpace(text) ? new JsonObject()
-                : Json.Parse(text);
+                : JsonNode.Parse(text, documentOptions: StrictParsing);
         }
         catch (JsonException e)
         {
@@ -364,11 +308,8 @@ static class ToolCalling
                     "Send a JSON object that matches the function's parameters.", true);
         }
         if (parsed is not JsonObject args)
-            return ($"Error: the arguments for {name} must be a JSON object, not {Json.KindName(parsed)}.", true);
-        // In strict mode every argument is required, so the model sends null for an optional one it leaves out:
-        // read that null as "left out", and your function sees the same arguments with or without strict mode.
-        Schema.RemoveNullOptionals(args, tool.Parameters);
-        if (Schema.FirstProblem(args, tool.Parameters, "") is string problem)
+            return ($"Error: the arguments for {name} must be a JSON object, not {KindName(parsed)}.", true);
+        if (tool.CheckArguments?.Invoke(args) is string problem)
             return ($"Error: {name}: {problem}.", true);
 
         try
@@ -382,20 +323,37 @@ static class ToolCalling
     }
 
     /// <summary>The answer of a message without tool calls: its content, or its refusal if the model refused.</summary>
-    static string FinalText(JsonObject message, StepLog log)
+    static string FinalText(JsonObject message, Action<string>? log)
     {
-        if (Json.String(message["content"]) is { Length: > 0 } content)
+        if (Text(message["content"]) is { Length: > 0 } content)
             return content;
-        if (Json.String(message["refusal"]) is { Length: > 0 } refusal)
+        if (Text(message["refusal"]) is { Length: > 0 } refusal)
         {
-            log.Info("The model refused; its refusal is printed as the answer.");
+            log?.Invoke("The model refused; its refusal is printed as the answer.");
             return refusal;
         }
         throw new FlowException("the model's message has neither text content nor tool_calls, so there is no answer to print.");
     }
 
+    // The step log's pieces. The other APIs' loops (Apis/) share them, so that every API's log reads alike.
+
+    /// <summary>The tools by name, as step 1 offers them.</summary>
+    internal static string ToolNames(IReadOnlyList<Tool> tools) =>
+        string.Join(", ", tools.Select(t => t.Name)) + (tools.Count > 0 && tools.All(t => t.Strict) ? " (each strict: true)" : "");
+
+    /// <summary>The fields beyond the messages and the tools that steer tool use, as step 1 puts them on the wire.</summary>
+    internal static string ToolFieldsShown(JsonObject request) => string.Concat(
+        new[] { "tool_choice", "parallel_tool_calls" }.Where(request.ContainsKey).Select(field => $"; {field}: {request[field]!.ToJsonString(JsonOptions)}"));
+
+    /// <summary>"; tokens: 20 in, 10 out" when the response reports its usage, else "".</summary>
+    static string TokensShown(JsonObject response) =>
+        response["usage"] is JsonObject usage && usage["prompt_tokens"] is JsonValue input && input.TryGetValue(out long inputTokens) &&
+        usage["completion_tokens"] is JsonValue output && output.TryGetValue(out long outputTokens)
+            ? $"; tokens: {inputTokens} in, {outputTokens} out"
+            : "";
+
     internal static string HistoryShape(JsonArray messages) =>
-        string.Join(", ", messages.Select(m => Json.String(Json.At(m, "role")) switch
+        string.Join(", ", messages.Select(m => Text((m as JsonObject)?["role"]) switch
         {
             "assistant" when m!["tool_calls"] is JsonArray calls => $"assistant with {Plural(calls.Count, "tool call")}",
             string role => role,
@@ -413,10 +371,75 @@ static class ToolCalling
     internal static string Quoted(string text) => text.Length <= 80 ? $"\"{text}\"" : $"\"{text[..80]}…\"";
 
     internal static string FirstSentence(string text) => text.Split(". ")[0].TrimEnd('.');
+
+    /// <summary>The string in a JSON string value, else null (for a number, an object, null or nothing).</summary>
+    internal static string? Text(JsonNode? node) =>
+        node is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>() : null;
+
+    static string KindName(JsonNode? value) => value?.GetValueKind() switch
+    {
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        _ => "null",
+    };
+
+    /// <summary>
+    /// How this file writes JSON: "°", "'" and "+" as themselves rather than \u00B0, \u0027 and \u002B. Still valid JSON
+    /// (the strict default only matters for JSON embedded in HTML), and readable on the wire and in a trace.
+    /// </summary>
+    internal static readonly JsonSerializerOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>How this file reads JSON from elsewhere: an object with a key twice is invalid, not read as either.</summary>
+    internal static readonly JsonDocumentOptions StrictParsing = new() { AllowDuplicateProperties = false };
 }
 
-/// <summary>An expected failure of the flow or the API: one line on stderr, exit code 1.</summary>
-sealed class FlowException(string message) : Exception(OneLine(message))
+// =====================================================================================================================
+// The HTTP call: one POST of a JSON body to {base}/chat/completions, the JSON response back.
+// =====================================================================================================================
+
+/// <summary>
+/// A Chat Completions endpoint: where to send, with which key. PostAsync is the one HTTP call of the four steps. The
+/// program uses a ChatClient whose PostAsync sends the same request with retries, timeouts, streaming and recording
+/// (Client/ResilientChatClient.cs), and points one at /responses or /messages for the other APIs (Apis/).
+/// </summary>
+public class ChatClient(HttpClient http, string baseUrl, string? apiKey, string path = "/chat/completions")
+{
+    /// <summary>Where the requests go: the base URL (https://api.openai.com/v1, http://localhost:11434/v1) and the path.</summary>
+    public Uri Url { get; } = new(baseUrl.TrimEnd('/') + path);
+
+    /// <summary>POSTs the request as JSON and returns the JSON object the API answers; an error status or a reply that
+    /// is not a JSON object is a FlowException that says what the server said.</summary>
+    public virtual async Task<JsonObject> PostAsync(JsonObject request, CancellationToken cancellationToken = default)
+    {
+        using var message = new HttpRequestMessage(HttpMethod.Post, Url)
+        {
+            Content = new StringContent(request.ToJsonString(ToolCalling.JsonOptions), Encoding.UTF8, new MediaTypeHeaderValue("application/json")),
+        };
+        if (apiKey is not null)
+            message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+        using HttpResponseMessage response = await http.SendAsync(message, cancellationToken);
+        string body = await response.Content.ReadAsStringAsync(cancellationToken);
+        JsonObject? json;
+        try
+        {
+            json = JsonNode.Parse(body, documentOptions: ToolCalling.StrictParsing) as JsonObject;
+        }
+        catch (JsonException)
+        {
+            json = null;
+        }
+        // An error is {"error": {"message", "type", "param", "code"}}: its message says what to fix.
+        if (!response.IsSuccessStatusCode)
+            throw new FlowException($"HTTP {(int)response.StatusCode} {response.ReasonPhrase}: {ToolCalling.Text((json?["error"] as JsonObject)?["message"]) ?? body}");
+        return json ?? throw new FlowException($"the response is not a JSON object: {body[..Math.Min(body.Length, 200)]}");
+    }
+}
+
+/// <summary>An expected failure of the flow or the API: a message of one line, for the user to read.</summary>
+public sealed class FlowException(string message) : Exception(OneLine(message))
 {
     // The message may quote a server or a model, whose text can hold line breaks and other control characters.
     static string OneLine(string text) => string.Concat(text.Select(c => char.IsControl(c) ? ' ' : c));

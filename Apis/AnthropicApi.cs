@@ -1,21 +1,11 @@
 // AnthropicApi.cs: the same four steps on the Anthropic Messages API (--api anthropic).
 
 using System;
-using System.Buffers;
-using System.Collections.Concurrent;
 using System.Collections.Generic;
-using System.Diagnostics;
-using System.Globalization;
 using System.IO;
 using System.Linq;
-using System.Net;
 using System.Net.Http;
-using System.Net.Http.Headers;
-using System.Net.Sockets;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Text;
-using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading;
@@ -41,16 +31,20 @@ namespace ToolCall;
 // same message.
 // =====================================================================================================================
 
-static class AnthropicToolCalling
+sealed class AnthropicApi : Api
 {
+    /// <summary>The Messages API version this file is written against; Anthropic requires it on every request.</summary>
+    public const string Version = "2023-06-01";
+
     /// <summary>The most tokens one reply may have: required by the Messages API (the OpenAI APIs have a default).</summary>
     public const int MaxTokens = 1024;
 
     /// <summary>Runs the whole flow for one question and returns the model's final text.</summary>
-    public static async Task<string> RunAsync(
-        ChatClient client, string model, string question, IReadOnlyList<Tool> tools, ToolOptions options, int maxRounds,
-        StepLog log, CancellationToken cancellationToken)
+    public override async Task<string> RunAsync(
+        ChatClient client, string model, string question, IReadOnlyList<Tool> tools, FlowOptions options, CancellationToken cancellationToken)
     {
+        Action<string>? log = options.Log;
+
         // Step 1: send the question and the tools. As with Chat Completions, the request object is the conversation:
         // step 3 appends to its `messages` and step 4 sends the same object again.
         var messages = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question });
@@ -63,7 +57,7 @@ static class AnthropicToolCalling
         };
         if (ToolChoiceValue(options) is JsonObject toolChoice)
             request["tool_choice"] = toolChoice;
-        log.Step(1, $"POST {client.Url}: 1 message ({ToolCalling.Quoted(question)}), tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolCalling.ToolFieldsShown(request, options)}");
+        log?.Invoke($"Step 1: POST {client.Url}: 1 message ({ToolCalling.Quoted(question)}), tools: {ToolCalling.ToolNames(tools)}{ToolCalling.ToolFieldsShown(request)}");
         JsonObject response = await client.PostAsync(request, cancellationToken);
 
         for (int round = 1; ; round++)
@@ -75,12 +69,12 @@ static class AnthropicToolCalling
             int step = round == 1 ? 2 : 4; // the reply to step 1 is read in step 2; every later reply is step 4's
             if (calls.Length == 0)
             {
-                log.Step(step, $"the model answers with text (stop_reason \"{stopReason}\"{client.LastUsage})");
-                return TextOf(content, stopReason);
+                log?.Invoke($"Step {step}: the model answers with text (stop_reason \"{stopReason}\"{TokensShown(response)})");
+                return AnswerText(content, stopReason);
             }
-            log.Step(step, $"the model asks for {ToolCalling.Plural(calls.Length, "tool call")} (stop_reason \"{stopReason}\"{client.LastUsage})");
-            if (round > maxRounds)
-                throw ToolCalling.RoundLimitReached(maxRounds);
+            log?.Invoke($"Step {step}: the model asks for {ToolCalling.Plural(calls.Length, "tool call")} (stop_reason \"{stopReason}\"{TokensShown(response)})");
+            if (round > options.MaxRounds)
+                throw ToolCalling.RoundLimitReached(options.MaxRounds);
             if (calls.FirstOrDefault(call => Json.String(call["id"]) is not { Length: > 0 }) is not null)
                 throw new FlowException("a tool_use block in the reply has no id, so no tool_result could be paired with it; the reply is malformed.");
 
@@ -93,8 +87,8 @@ static class AnthropicToolCalling
             foreach (JsonObject call in calls)
             {
                 string name = Json.String(call["name"]) ?? "";
-                (string result, bool failed) = ToolCalling.RunToolCallReportingFailure(name, call["input"], tools);
-                log.Step(3, $"{name}({Json.Compact(call["input"])}) -> {result}");
+                (string result, bool failed) = ToolCalling.RunToolCall(name, call["input"], tools);
+                log?.Invoke($"Step 3: {name}({Json.Compact(call["input"])}) -> {result}");
                 var toolResult = new JsonObject { ["type"] = "tool_result", ["tool_use_id"] = call["id"]!.DeepClone(), ["content"] = result };
                 if (failed)
                     toolResult["is_error"] = true;
@@ -112,7 +106,7 @@ static class AnthropicToolCalling
                 request["tool_choice"] = ToolChoiceValue(options with { ToolChoice = "auto" });
                 released = $"; tool_choice now {Json.Compact(request["tool_choice"])}";
             }
-            log.Step(4, $"POST {client.Url}: {ToolCalling.Plural(messages.Count, "message")} ({HistoryShape(messages)}){released}");
+            log?.Invoke($"Step 4: POST {client.Url}: {ToolCalling.Plural(messages.Count, "message")} ({MessagesShape(messages)}){released}");
             response = await client.PostAsync(request, cancellationToken);
         }
     }
@@ -127,7 +121,7 @@ static class AnthropicToolCalling
             {
                 ["name"] = tool.Name,
                 ["description"] = tool.Description,
-                ["input_schema"] = ToolCalling.Parameters(tool, strict: false),
+                ["input_schema"] = tool.Parameters.DeepClone(),
             };
             definitions.Add(definition);
         }
@@ -138,7 +132,7 @@ static class AnthropicToolCalling
     /// `tool_choice` is an object: {"type":"auto"}, {"type":"none"}, {"type":"any"} (what the OpenAI APIs call
     /// "required") or {"type":"tool","name"}. --no-parallel is a field of it, "disable_parallel_tool_use": true.
     /// </summary>
-    static JsonObject? ToolChoiceValue(ToolOptions options)
+    static JsonObject? ToolChoiceValue(FlowOptions options)
     {
         if (options.ToolChoice is null && options.ParallelToolCalls)
             return null;
@@ -161,7 +155,7 @@ static class AnthropicToolCalling
     }
 
     /// <summary>The answer: the text blocks, joined.</summary>
-    static string TextOf(JsonArray content, string stopReason)
+    static string AnswerText(JsonArray content, string stopReason)
     {
         string text = string.Concat(content.Where(block => Json.String(Json.At(block, "type")) == "text").Select(block => Json.String(Json.At(block, "text"))));
         return text.Length > 0
@@ -169,7 +163,64 @@ static class AnthropicToolCalling
             : throw new FlowException($"the message has neither text nor tool_use blocks (stop_reason \"{stopReason}\"), so there is no answer to print.");
     }
 
-    internal static string HistoryShape(JsonArray messages) =>
+    /// <summary>"; tokens: 20 in, 10 out" when the message reports its usage, else "".</summary>
+    static string TokensShown(JsonObject response) =>
+        Json.At(response, "usage", "input_tokens") is JsonValue input && input.TryGetValue(out long inputTokens) &&
+        Json.At(response, "usage", "output_tokens") is JsonValue output && output.TryGetValue(out long outputTokens)
+            ? $"; tokens: {inputTokens} in, {outputTokens} out"
+            : "";
+
+    // Around the loop: the key and version headers, the stream, the options it cannot carry, and the history as the
+    // diagram reads it.
+
+    public override string Name => "anthropic";
+
+    public override string Path => "/messages";
+
+    public override string Describes => "the Anthropic Messages API";
+
+    public override string KeyVariable => "ANTHROPIC_API_KEY";
+    public override string BaseUrlVariable => "ANTHROPIC_BASE_URL";
+    public override string ModelVariable => "ANTHROPIC_MODEL";
+    public override string DefaultBaseUrl => "https://api.anthropic.com/v1";
+    public override string DefaultModel => "claude-haiku-4-5";
+
+    /// <summary>The key in a header of its own (not Authorization), and the API version, which every request must name.</summary>
+    public override void AddHeaders(HttpRequestMessage request, string? apiKey)
+    {
+        if (apiKey is not null)
+            request.Headers.Add("x-api-key", apiKey);
+        request.Headers.Add("anthropic-version", Version);
+    }
+
+    public override EventStreamReader NewStreamReader(TextWriter output) => new StreamedMessage(output);
+
+    /// <summary>The tool-use options map onto tool_choice (see ToolChoiceValue), with two exceptions.</summary>
+    public override void CheckOptions(Options options)
+    {
+        if (options.Strict)
+            throw new UsageException(
+                "--strict is for --api chat and responses: the Anthropic Messages API has strict tool use only as a beta, " +
+                "behind an anthropic-beta header this reference does not send. Run without --strict.");
+        if (options.ToolChoice == "none" && options.NoParallel)
+            throw new UsageException(
+                "--no-parallel does not go with --tool-choice none on --api anthropic: disable_parallel_tool_use is a field " +
+                "of tool_choice, and {\"type\":\"none\"} has no such field (nor any tool call). Drop --no-parallel.");
+    }
+
+    public override string HistoryShape(JsonArray history) => MessagesShape(history);
+
+    /// <summary>An assistant message's tool_use blocks.</summary>
+    public override IEnumerable<(string Id, string Call)> Calls(JsonNode? entry) =>
+        (Json.At(entry, "content") as JsonArray ?? []).Where(b => Json.String(Json.At(b, "type")) == "tool_use")
+            .Select(block => (Json.String(Json.At(block, "id")) ?? "", $"{Json.String(Json.At(block, "name"))}({Json.Compact(Json.At(block, "input"))})"));
+
+    /// <summary>A user message's tool_result blocks.</summary>
+    public override IEnumerable<(string Id, string Text)> Results(JsonNode? entry) =>
+        (Json.At(entry, "content") as JsonArray ?? []).Where(b => Json.String(Json.At(b, "type")) == "tool_result")
+            .Select(block => (Json.String(Json.At(block, "tool_use_id")) ?? "", TextOf(Json.At(block, "content"))));
+
+    internal static string MessagesShape(JsonArray messages) =>
         string.Join(", ", messages.Select(message =>
         {
             string role = Json.String(Json.At(message, "role")) ?? "?";
@@ -192,10 +243,6 @@ sealed class StreamedMessage(TextWriter output) : EventStreamReader(output)
 {
     readonly SortedDictionary<int, PartialBlock> blocks = [];
     JsonObject message = [];
-
-    public static Task<JsonObject> ReadAsync(
-        Stream stream, TextWriter output, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken) =>
-        new StreamedMessage(output).ReadEventsAsync(stream, events, waiting, cancellationToken);
 
     protected override string EndMarker => "message_stop";
 

@@ -1,22 +1,9 @@
 // ResponsesApi.cs: the same four steps on the OpenAI Responses API (--api responses).
 
-using System;
-using System.Buffers;
-using System.Collections.Concurrent;
 using System.Collections.Generic;
-using System.Diagnostics;
-using System.Globalization;
 using System.IO;
 using System.Linq;
-using System.Net;
-using System.Net.Http;
-using System.Net.Http.Headers;
-using System.Net.Sockets;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Text;
-using System.Text.Encodings.Web;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading;
 using System.Threading.Tasks;
@@ -41,13 +28,18 @@ namespace ToolCall;
 // with response.completed, not chunks that end with [DONE]; StreamedResponse turns them into the same response.
 // =====================================================================================================================
 
-static class ResponsesToolCalling
+sealed class ResponsesApi : Api
 {
+    public override string Name => "responses";
+
+    public override string Path => "/responses";
+
     /// <summary>Runs the whole flow for one question and returns the model's final text.</summary>
-    public static async Task<string> RunAsync(
-        ChatClient client, string model, string question, IReadOnlyList<Tool> tools, ToolOptions options, int maxRounds,
-        StepLog log, CancellationToken cancellationToken)
+    public override async Task<string> RunAsync(
+        ChatClient client, string model, string question, IReadOnlyList<Tool> tools, FlowOptions options, CancellationToken cancellationToken)
     {
+        System.Action<string>? log = options.Log;
+
         // Step 1: send the question and the tools. As with Chat Completions, the request object is the conversation:
         // step 3 appends to its `input` and step 4 sends the same object again.
         var input = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question });
@@ -55,13 +47,13 @@ static class ResponsesToolCalling
         {
             ["model"] = model,
             ["input"] = input,
-            ["tools"] = ToolDefinitions(tools, options.Strict),
+            ["tools"] = ToolDefinitions(tools),
         };
         if (ToolChoiceValue(options.ToolChoice) is JsonNode toolChoice)
             request["tool_choice"] = toolChoice;
         if (!options.ParallelToolCalls)
             request["parallel_tool_calls"] = false;
-        log.Step(1, $"POST {client.Url}: 1 input item ({ToolCalling.Quoted(question)}), tools: {string.Join(", ", tools.Select(t => t.Name))}{ToolCalling.ToolFieldsShown(request, options)}");
+        log?.Invoke($"Step 1: POST {client.Url}: 1 input item ({ToolCalling.Quoted(question)}), tools: {ToolCalling.ToolNames(tools)}{ToolCalling.ToolFieldsShown(request)}");
         JsonObject response = await client.PostAsync(request, cancellationToken);
 
         for (int round = 1; ; round++)
@@ -73,12 +65,12 @@ static class ResponsesToolCalling
             int step = round == 1 ? 2 : 4; // the reply to step 1 is read in step 2; every later reply is step 4's
             if (calls.Length == 0)
             {
-                log.Step(step, $"the model answers with text (status \"{status}\"{client.LastUsage})");
+                log?.Invoke($"Step {step}: the model answers with text (status \"{status}\"{TokensShown(response)})");
                 return OutputText(output, response, log);
             }
-            log.Step(step, $"the model asks for {ToolCalling.Plural(calls.Length, "tool call")} (status \"{status}\"{client.LastUsage})");
-            if (round > maxRounds)
-                throw ToolCalling.RoundLimitReached(maxRounds);
+            log?.Invoke($"Step {step}: the model asks for {ToolCalling.Plural(calls.Length, "tool call")} (status \"{status}\"{TokensShown(response)})");
+            if (round > options.MaxRounds)
+                throw ToolCalling.RoundLimitReached(options.MaxRounds);
             if (calls.FirstOrDefault(call => Json.String(call["call_id"]) is not { Length: > 0 }) is not null)
                 throw new FlowException("a function_call item in the reply has no call_id, so no output could be paired with it; the reply is malformed.");
 
@@ -92,8 +84,8 @@ static class ResponsesToolCalling
             foreach (JsonObject call in calls)
             {
                 string name = Json.String(call["name"]) ?? "";
-                string result = ToolCalling.RunToolCall(name, call["arguments"], tools);
-                log.Step(3, $"{name}({Json.String(call["arguments"])}) -> {result}");
+                (string result, _) = ToolCalling.RunToolCall(name, call["arguments"], tools);
+                log?.Invoke($"Step 3: {name}({Json.String(call["arguments"])}) -> {result}");
                 JsonNode callOutput = new JsonObject { ["type"] = "function_call_output", ["call_id"] = call["call_id"]!.DeepClone(), ["output"] = result };
                 input.Add(callOutput);
             }
@@ -107,7 +99,7 @@ static class ResponsesToolCalling
                 request["tool_choice"] = "auto";
                 released = "; tool_choice now \"auto\"";
             }
-            log.Step(4, $"POST {client.Url}: {ToolCalling.Plural(input.Count, "input item")} ({InputShape(input)}){released}");
+            log?.Invoke($"Step 4: POST {client.Url}: {ToolCalling.Plural(input.Count, "input item")} ({InputShape(input)}){released}");
             response = await client.PostAsync(request, cancellationToken);
         }
     }
@@ -116,7 +108,7 @@ static class ResponsesToolCalling
     /// The `tools` of step 1, flat: {"type":"function","name","description","parameters","strict"}. `strict` is sent
     /// false too: left out, the API would make the schema strict where it can (see the section's header).
     /// </summary>
-    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools, bool strict = false)
+    public static JsonArray ToolDefinitions(IReadOnlyList<Tool> tools)
     {
         var definitions = new JsonArray();
         foreach (Tool tool in tools)
@@ -126,8 +118,8 @@ static class ResponsesToolCalling
                 ["type"] = "function",
                 ["name"] = tool.Name,
                 ["description"] = tool.Description,
-                ["parameters"] = ToolCalling.Parameters(tool, strict),
-                ["strict"] = strict,
+                ["parameters"] = tool.Parameters.DeepClone(),
+                ["strict"] = tool.Strict,
             };
             definitions.Add(definition);
         }
@@ -152,7 +144,7 @@ static class ResponsesToolCalling
     }
 
     /// <summary>The answer: the text of the `message` items' output_text parts, or their refusal if the model refused.</summary>
-    static string OutputText(JsonArray output, JsonObject response, StepLog log)
+    static string OutputText(JsonArray output, JsonObject response, System.Action<string>? log)
     {
         JsonNode?[] parts = [.. output.Where(item => Json.String(Json.At(item, "type")) == "message").SelectMany(item => Json.At(item, "content") as JsonArray ?? [])];
         string Joined(string type, string field) =>
@@ -161,11 +153,41 @@ static class ResponsesToolCalling
             return text;
         if (Joined("refusal", "refusal") is { Length: > 0 } refusal)
         {
-            log.Info("The model refused; its refusal is printed as the answer.");
+            log?.Invoke("The model refused; its refusal is printed as the answer.");
             return refusal;
         }
         string why = Json.String(Json.At(response, "incomplete_details", "reason")) is string reason ? $" (incomplete: {reason})" : "";
         throw new FlowException($"the response's output has neither text nor function_call items{why}, so there is no answer to print.");
+    }
+
+    /// <summary>"; tokens: 20 in, 10 out" when the response reports its usage, else "".</summary>
+    static string TokensShown(JsonObject response) =>
+        Json.At(response, "usage", "input_tokens") is JsonValue input && input.TryGetValue(out long inputTokens) &&
+        Json.At(response, "usage", "output_tokens") is JsonValue output && output.TryGetValue(out long outputTokens)
+            ? $"; tokens: {inputTokens} in, {outputTokens} out"
+            : "";
+
+    // Around the loop: the stream, and the history as the diagram reads it.
+
+    public override EventStreamReader NewStreamReader(TextWriter output) => new StreamedResponse(output);
+
+    public override string HistoryField => "input";
+
+    /// <summary>The input items by type ("user, function_call, function_call_output"); a string input is the user's.</summary>
+    public override string HistoryShape(JsonArray history) => history.Count == 0 ? "user" : InputShape(history);
+
+    /// <summary>A function_call item.</summary>
+    public override IEnumerable<(string Id, string Call)> Calls(JsonNode? entry)
+    {
+        if (Json.String(Json.At(entry, "type")) == "function_call")
+            yield return (Json.String(Json.At(entry, "call_id")) ?? "", $"{Json.String(Json.At(entry, "name"))}({Json.String(Json.At(entry, "arguments"))})");
+    }
+
+    /// <summary>A function_call_output item.</summary>
+    public override IEnumerable<(string Id, string Text)> Results(JsonNode? entry)
+    {
+        if (Json.String(Json.At(entry, "type")) == "function_call_output")
+            yield return (Json.String(Json.At(entry, "call_id")) ?? "", TextOf(Json.At(entry, "output")));
     }
 
     internal static string InputShape(JsonArray input) =>
@@ -185,10 +207,6 @@ static class ResponsesToolCalling
 sealed class StreamedResponse(TextWriter output) : EventStreamReader(output)
 {
     readonly SortedDictionary<int, PartialItem> items = [];
-
-    public static Task<JsonObject> ReadAsync(
-        Stream stream, TextWriter output, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken) =>
-        new StreamedResponse(output).ReadEventsAsync(stream, events, waiting, cancellationToken);
 
     protected override string EndMarker => "response.completed";
 

@@ -1,27 +1,50 @@
-// ArgumentChecks.cs: the model's arguments checked against the tool's JSON schema before the tool runs.
+// ArgumentChecks.cs: the model's arguments checked against the tool's JSON schema before the tool runs, and a tool
+// put in strict form (--strict).
 
-using System;
-using System.Buffers;
-using System.Collections.Concurrent;
 using System.Collections.Generic;
-using System.Diagnostics;
-using System.Globalization;
-using System.IO;
 using System.Linq;
-using System.Net;
-using System.Net.Http;
-using System.Net.Http.Headers;
-using System.Net.Sockets;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-using System.Text;
-using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Threading;
-using System.Threading.Tasks;
 
 namespace ToolCall;
+
+/// <summary>What the program does to a tool before the model sees it: Tool.CheckArguments, and --strict.</summary>
+static class ArgumentChecks
+{
+    /// <summary>
+    /// The tool, with a CheckArguments that holds the model's arguments to its schema (see Schema), so that a call
+    /// with a missing or wrongly typed argument is answered with what is wrong instead of reaching the code.
+    /// </summary>
+    public static Tool Checked(Tool tool)
+    {
+        JsonObject schema = (JsonObject)tool.Parameters.DeepClone(); // its own copy: reading a node changes how it is held
+        return tool with
+        {
+            CheckArguments = arguments =>
+            {
+                // In strict mode every argument is required, so the model sends null for an optional one it leaves out:
+                // read that null as "left out", and the function sees the same arguments with or without strict mode.
+                Schema.RemoveNullOptionals(arguments, schema);
+                return Schema.FirstProblem(arguments, schema, "");
+            },
+        };
+    }
+
+    /// <summary>
+    /// The tool in strict form (--strict): "strict": true, and its schema rewritten to the strict form. Its check
+    /// stays the one of the schema as written. A schema that still breaks the strict rules stops here, before anything
+    /// is sent, since the API would only answer it with a 400.
+    /// </summary>
+    public static Tool Strict(Tool tool)
+    {
+        JsonObject parameters = StrictSchema.Rewrite(tool.Parameters);
+        if (StrictSchema.FirstViolation(parameters) is string violation)
+            throw new UsageException(
+                $"the schema of tool '{tool.Name}' breaks the strict-mode rules, so the API would reject it: {violation} " +
+                "Fix the schema, or run without --strict.");
+        return tool with { Parameters = parameters, Strict = true };
+    }
+}
 
 /// <summary>
 /// The part of JSON Schema that function parameters use in practice: type, enum, required, properties, items.

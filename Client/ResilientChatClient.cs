@@ -23,76 +23,62 @@ using System.Threading.Tasks;
 
 namespace ToolCall;
 
-// =====================================================================================================================
-// The HTTP call: one POST of a JSON body to {base}/chat/completions (or /responses, /messages), the JSON response back.
-// =====================================================================================================================
-
 /// <summary>
-/// The three APIs this file speaks (--api). The four steps are the same on each; the shapes on the wire differ. Chat
-/// Completions comes first and in full; the other two follow in sections of their own, after streaming.
+/// The ChatClient the program uses, on every API: ToolCall.cs's POST with what a real API needs around it. Failed
+/// attempts are retried (RetryPolicy), each attempt has --timeout seconds, body included; a streamed reply (--stream)
+/// is put back together into the same reply object (Streaming.cs); a reply is checked before the steps read it; and
+/// every exchange can be recorded (--record, --diagram) and traced (--trace, the key redacted). What differs by API
+/// comes from its Api: the endpoint, the headers that carry the key, the stream and the usage fields.
 /// </summary>
-enum Api { Chat, Responses, Anthropic }
-
-/// <summary>
-/// One HTTP path for every API: the same retries, timeouts, recording and tracing. What differs is small and named
-/// here: the endpoint (Path), how the key is sent (NewRequest), how a stream is asked for and read, and the usage fields.
-/// </summary>
-sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog log, Recorder? recorder = null, Api api = Api.Chat)
+sealed class ResilientChatClient : ChatClient
 {
-    /// <summary>The Messages API version this file is written against; Anthropic requires it on every request.</summary>
-    public const string AnthropicVersion = "2023-06-01";
+    readonly HttpClient http;
+    readonly Api api;
+    readonly string? apiKey;
+    readonly StepLog log;
+    readonly Recorder? recorder;
 
-    /// <summary>The endpoint, relative to the base URL.</summary>
-    public string Path { get; } = PathOf(api);
-
-    public Uri Url { get; } = new(baseUrl.TrimEnd('/') + PathOf(api));
-
-    public static string PathOf(Api api) => api switch
+    /// <summary>Requests go to `baseUrl` + the API's path; `apiKey` goes in the API's own header (Api.AddHeaders).</summary>
+    public ResilientChatClient(HttpClient http, string baseUrl, Api api, string? apiKey, StepLog log, Recorder? recorder = null)
+        : base(http, baseUrl, apiKey: null, api.Path)
     {
-        Api.Responses => "/responses",
-        Api.Anthropic => "/messages",
-        _ => "/chat/completions",
-    };
+        this.http = http;
+        this.api = api;
+        this.apiKey = apiKey;
+        this.log = log;
+        this.recorder = recorder;
+    }
 
     /// <summary>When to send a failed request again, and how long one attempt may take (--retries, --timeout).</summary>
     public RetryPolicy Retries { get; init; } = new();
 
     // Every request body is written into one buffer and every response body read into another (see Json.Utf8 and
-    // ReadBodyAsync), instead of new arrays for each: a ChatClient sends one request at a time, as a conversation
-    // does, so the bytes of one exchange (and of its retries) are done with before the next one's are written.
+    // ReadBodyAsync), instead of new arrays for each: a client sends one request at a time, as a conversation does, so
+    // the bytes of one exchange (and of its retries) are done with before the next one's are written. (ToolCall.cs's
+    // plain PostAsync allocates them anew; here, on the program's path, the bench counts every byte.)
     readonly ArrayBufferWriter<byte> requestBuffer = new();
     readonly ArrayBufferWriter<byte> responseBuffer = new();
-
-    /// <summary>Token usage of the last response, as text for the step log ("" when the server reports none).</summary>
-    public string LastUsage => lastUsage is (long input, long output) ? $"; tokens: {input} in, {output} out" : "";
-
-    (long Input, long Output)? lastUsage; // kept as numbers: the text is only made for a log that writes
 
     public int Requests { get; private set; }
     public long PromptTokens { get; private set; }
     public long CompletionTokens { get; private set; }
 
     /// <summary>--stream: when set, every request asks for the reply as server-sent events, and their text is written
-    /// here as it arrives (see "Streaming" below).</summary>
+    /// here as it arrives (see Streaming.cs).</summary>
     public TextWriter? StreamTextTo { get; init; }
 
     /// <summary>Whether the last reply came as a stream, so its text has been printed already.</summary>
     public bool LastReplyStreamed { get; private set; }
 
-    public async Task<JsonObject> PostAsync(JsonObject body, CancellationToken cancellationToken)
+    public override async Task<JsonObject> PostAsync(JsonObject body, CancellationToken cancellationToken = default)
     {
         if (StreamTextTo is not null)
-        {
-            // The same request, asking for the reply in pieces. Chat Completions sends the usage in one last chunk only
-            // when asked for; the Responses and Messages APIs always send it (in response.completed, message_delta).
-            body["stream"] = true;
-            if (api == Api.Chat)
-                body["stream_options"] = new JsonObject { ["include_usage"] = true };
-        }
+            api.AskForStream(body); // the same request, asking for the reply in pieces
         // Serialize once, straight to UTF-8: the same bytes go on the wire (on every retry), into the trace and into
         // a recording.
         ReadOnlyMemory<byte> bytes = Json.Utf8(body, requestBuffer);
-        log.Trace($"POST {Url}{HeadersShown()}", body);
+        if (log.Traces)
+            log.Trace($"POST {Url}{HeadersShown()}", body);
 
         using IDisposable? waiting = log.ShowWaiting();
         JsonObject completion = await SendAsync(bytes, waiting, cancellationToken);
@@ -120,11 +106,12 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
                 ReadOnlyMemory<byte> content = await ReadBodyAsync(response, attempt.Token);
                 Requests++;
                 int status = (int)response.StatusCode;
-                recorder?.Add(Path, requestBody, status, content.Span, response.Headers);
+                recorder?.Add(api.Path, requestBody, status, content.Span, response.Headers);
                 if (response.IsSuccessStatusCode)
                 {
                     JsonObject completion = ReadCompletion(status, response.Content.Headers.ContentType?.MediaType, content.Span, api);
-                    log.Trace($"HTTP {status}", completion);
+                    if (log.Traces)
+                        log.Trace($"HTTP {status}", completion);
                     return completion;
                 }
                 failure = ApiFailure(response, content.Span);
@@ -167,12 +154,7 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
         {
             await using Stream stream = await response.Content.ReadAsStreamAsync(attempt);
             TextWriter output = StreamTextTo ?? TextWriter.Null;
-            completion = api switch
-            {
-                Api.Responses => await StreamedResponse.ReadAsync(stream, output, events, waiting, attempt),
-                Api.Anthropic => await StreamedMessage.ReadAsync(stream, output, events, waiting, attempt),
-                _ => await StreamedReply.ReadAsync(stream, output, events, waiting, attempt),
-            };
+            completion = await api.NewStreamReader(output).ReadAsync(stream, events, waiting, attempt);
         }
         catch (OperationCanceledException) when (events.Count > 0 && !cancellationToken.IsCancellationRequested)
         {
@@ -185,9 +167,9 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
             if (events.Count > 0)
             {
                 Requests++;
-                recorder?.Add(Path, requestBytes, status, events);
+                recorder?.Add(api.Path, requestBytes, status, events);
                 log.Trace($"HTTP {status}: {ToolCalling.Plural(events.Count, "server-sent event")}",
-                    events.Select(e => ServerSentEvents.Format(e, named: api != Api.Chat).TrimEnd('\n')));
+                    events.Select(e => ServerSentEvents.Format(e, api.NamesEvents).TrimEnd('\n')));
             }
         }
         log.Trace("The completion assembled from the events", completion);
@@ -209,24 +191,22 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     {
         var request = new HttpRequestMessage(HttpMethod.Post, Url) { Content = new ReadOnlyMemoryContent(body) };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-        if (api == Api.Anthropic)
-        {
-            // Anthropic: the key in a header of its own, and the API version, which every request must name.
-            if (apiKey is not null)
-                request.Headers.Add("x-api-key", apiKey);
-            request.Headers.Add("anthropic-version", AnthropicVersion);
-        }
-        else if (apiKey is not null)
-        {
-            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
-        }
+        api.AddHeaders(request, apiKey);
         return request;
     }
 
-    /// <summary>For the trace: the headers NewRequest adds, the key always as [redacted].</summary>
-    string HeadersShown() => api == Api.Anthropic
-        ? (apiKey is null ? "" : "\nx-api-key: [redacted]") + $"\nanthropic-version: {AnthropicVersion}"
-        : apiKey is null ? "" : "\nAuthorization: Bearer [redacted]";
+    /// <summary>For the trace: the headers the API adds to every request, each on a line of its own, the key always as
+    /// [redacted].</summary>
+    string HeadersShown()
+    {
+        using var request = new HttpRequestMessage();
+        api.AddHeaders(request, apiKey);
+        return string.Concat(request.Headers.Select(header =>
+        {
+            string value = string.Join(", ", header.Value);
+            return $"\n{header.Key}: {(apiKey is not null && value.EndsWith(apiKey, StringComparison.Ordinal) ? value[..^apiKey.Length] + "[redacted]" : value)}";
+        }));
+    }
 
     /// <summary>An error status: the line to show (with the API's own message) and whether a retry may help.</summary>
     FailedAttempt ApiFailure(HttpResponseMessage response, ReadOnlySpan<byte> content)
@@ -266,7 +246,7 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
             string start = Encoding.UTF8.GetString(body[..Math.Min(body.Length, 40)]).ReplaceLineEndings(" ") + (body.Length > 40 ? "…" : "");
             throw new FlowException(
                 $"{what}{type} is not JSON ({ToolCalling.FirstSentence(e.Message)}); it starts with \"{start}\". " +
-                $"Check that the base URL points at {(api == Api.Anthropic ? "the Anthropic Messages API" : "an OpenAI-compatible API")}.");
+                $"Check that the base URL points at {api.Describes}.");
         }
         if (json is not JsonObject completion)
             throw new FlowException($"{what} is {Json.KindName(json)}, not a JSON object.");
@@ -288,16 +268,12 @@ sealed class ChatClient(HttpClient http, string baseUrl, string? apiKey, StepLog
     {
         // Chat Completions counts prompt_tokens and completion_tokens; the Responses and Messages APIs, input_tokens
         // and output_tokens.
-        (string inputField, string outputField) = api == Api.Chat ? ("prompt_tokens", "completion_tokens") : ("input_tokens", "output_tokens");
+        (string inputField, string outputField) = api.UsageFields;
         if (Json.At(usage, inputField) is not JsonValue prompt || !prompt.TryGetValue(out long input) ||
             Json.At(usage, outputField) is not JsonValue completion || !completion.TryGetValue(out long output))
-        {
-            lastUsage = null;
             return;
-        }
         PromptTokens += input;
         CompletionTokens += output;
-        lastUsage = (input, output);
     }
 }
 

@@ -1,22 +1,10 @@
 // Streaming.cs: how a streamed reply (--stream) becomes the same reply object a JSON reply is.
 
 using System;
-using System.Buffers;
-using System.Collections.Concurrent;
 using System.Collections.Generic;
-using System.Diagnostics;
-using System.Globalization;
 using System.IO;
 using System.Linq;
-using System.Net;
-using System.Net.Http;
-using System.Net.Http.Headers;
-using System.Net.Sockets;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Text;
-using System.Text.Encodings.Web;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading;
 using System.Threading.Tasks;
@@ -51,7 +39,12 @@ abstract class EventStreamReader(TextWriter output)
     /// event that ends it has come, else null.</summary>
     protected abstract JsonObject? Add(string data, JsonObject? json, int position);
 
-    protected async Task<JsonObject> ReadEventsAsync(Stream stream, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken)
+    /// <summary>
+    /// Reads the events up to the one that ends the reply, writing its text to the output as it arrives and keeping
+    /// every event in `events` (for --record and --trace), and returns the reply. `waiting` (the "waiting for the
+    /// model" line) is cleared when the first event comes.
+    /// </summary>
+    public async Task<JsonObject> ReadAsync(Stream stream, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken)
     {
         try
         {
@@ -139,15 +132,6 @@ sealed class StreamedReply(TextWriter output) : EventStreamReader(output)
     string role = "assistant";
     string? finishReason;
     bool hasChoice;
-
-    /// <summary>
-    /// Reads the events up to `data: [DONE]`, writing the text to `output` as it arrives and keeping every event in
-    /// `events` (for --record and --trace). An error event, or a stream that ends before [DONE], throws (see
-    /// EventStreamReader).
-    /// </summary>
-    public static Task<JsonObject> ReadAsync(
-        Stream stream, TextWriter output, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken) =>
-        new StreamedReply(output).ReadEventsAsync(stream, events, waiting, cancellationToken);
 
     protected override string EndMarker => "data: [DONE]";
 

@@ -33,10 +33,6 @@ static class Cli
     public static Task<int> Main(string[] args) => MainAsync(args);
 
     public const string DefaultQuestion = "What's the weather in London right now?";
-    public const string DefaultModel = "gpt-4o-mini";
-    public const string OpenAIBaseUrl = "https://api.openai.com/v1";
-    public const string DefaultAnthropicModel = "claude-haiku-4-5";
-    public const string AnthropicBaseUrl = "https://api.anthropic.com/v1";
 
     public const string Help = """
         ToolCall: LLM function calling in four explicit steps, over an OpenAI-compatible Chat Completions API
@@ -131,16 +127,24 @@ static class Cli
         Options options, Func<string, string?> environment, TextWriter stdout, TextWriter stderr,
         CancellationToken cancellationToken, bool interactive)
     {
-        ApiSettings settings = ApiSettings.For(options.Api);
-        string? apiKey = NonEmpty(environment(settings.KeyVariable));
-        string? baseUrl = options.BaseUrl ?? NonEmpty(environment(settings.BaseUrlVariable));
-        string model = options.Model ?? NonEmpty(environment(settings.ModelVariable)) ?? settings.DefaultModel;
+        Api api = options.Api;
+        string? apiKey = NonEmpty(environment(api.KeyVariable));
+        string? baseUrl = options.BaseUrl ?? NonEmpty(environment(api.BaseUrlVariable));
+        string model = options.Model ?? NonEmpty(environment(api.ModelVariable)) ?? api.DefaultModel;
         var log = new StepLog(stderr, options.Trace, interactive);
 
-        Tool[] tools = DemoTools.Create();
+        Tool[] tools = ProgramTools.Create();
         CheckToolChoice(options.ToolChoice, tools);
-        CheckOptionsFitTheApi(options);
-        var toolOptions = new ToolOptions(options.ToolChoice, ParallelToolCalls: !options.NoParallel, options.Strict);
+        api.CheckOptions(options);
+        if (options.Strict)
+            tools = ProgramTools.Create(strict: true);
+        var flowOptions = new FlowOptions
+        {
+            ToolChoice = options.ToolChoice,
+            ParallelToolCalls = !options.NoParallel,
+            MaxRounds = options.MaxRounds,
+            Log = log.Info,
+        };
         if (options.Strict && !options.NoParallel)
             log.Info("Note: OpenAI documents strict schemas as not compatible with parallel function calls (a parallel call " +
                      "may not match the schema); add --no-parallel to rule them out.");
@@ -151,9 +155,9 @@ static class Cli
         bool offlineDefault = replayPath is null && apiKey is null && baseUrl is null;
         if (offlineDefault)
         {
-            string name = DefaultCassetteName(options);
+            string name = api.CassetteName(ChatCassetteName(options));
             replayPath = FindDefaultCassette(name) ?? throw new UsageException(
-                $"no cassettes/{name} here to replay. Pass --replay FILE, or set {settings.KeyVariable} or --base-url for a live run.");
+                $"no cassettes/{name} here to replay. Pass --replay FILE, or set {api.KeyVariable} or --base-url for a live run.");
         }
         if (options.Record is not null && Directory.Exists(options.Record))
             throw new UsageException($"--record {options.Record}: that is a folder. Name the cassette file to write, e.g. {Path.Combine(options.Record, "run.json")}.");
@@ -166,19 +170,19 @@ static class Cli
         {
             Cassette cassette = Cassette.Load(replayPath);
             CheckCassetteFits(cassette, replayPath, options);
-            string? recordedQuestion = cassette.FirstQuestion();
+            string? recordedQuestion = cassette.FirstQuestion(api.HistoryField);
             if (offlineDefault && question is not null && question != recordedQuestion)
                 throw new UsageException(
                     $"offline, the demo replays {Shorter(replayPath)}, which answers only \"{recordedQuestion}\". " +
-                    $"To ask your own question, set {settings.KeyVariable} (or --base-url for a local server such as Ollama).");
+                    $"To ask your own question, set {api.KeyVariable} (or --base-url for a local server such as Ollama).");
             question ??= recordedQuestion; // replaying without a question asks the recorded one
             replay = ReplayServer.Start(cassette);
             baseUrl = replay.BaseUrl;
             apiKey = null; // a replay needs no key, so the key never leaves the process
-            string why = offlineDefault ? $"offline: no {settings.KeyVariable} or --base-url was given" : "offline";
+            string why = offlineDefault ? $"offline: no {api.KeyVariable} or --base-url was given" : "offline";
             log.Info($"Replaying {Shorter(replayPath)} on {baseUrl} ({why}).");
         }
-        baseUrl ??= settings.DefaultBaseUrl;
+        baseUrl ??= api.DefaultBaseUrl;
         if (!Uri.TryCreate(baseUrl, UriKind.Absolute, out Uri? parsed) || parsed.Scheme is not ("http" or "https"))
             throw new UsageException($"the base URL '{baseUrl}' is not an http(s) URL. Use e.g. --base-url http://localhost:11434/v1.");
 
@@ -191,7 +195,7 @@ static class Cli
             };
             // --diagram draws the run from its recorded requests, so it records too (in memory; only --record saves).
             Recorder? recorder = options.Record is null && !options.Diagram ? null : new Recorder(baseUrl);
-            var chat = new ChatClient(http, baseUrl, apiKey, log, recorder, options.Api)
+            var chat = new ResilientChatClient(http, baseUrl, api, apiKey, log, recorder)
             {
                 Retries = new RetryPolicy { MaxRetries = options.Retries, Timeout = TimeSpan.FromSeconds(options.TimeoutSeconds) },
                 StreamTextTo = options.Stream ? stdout : null,
@@ -200,16 +204,11 @@ static class Cli
             try
             {
                 question ??= DefaultQuestion;
-                string answer = await (options.Api switch
-                {
-                    Api.Responses => ResponsesToolCalling.RunAsync(chat, model, question, tools, toolOptions, options.MaxRounds, log, cancellationToken),
-                    Api.Anthropic => AnthropicToolCalling.RunAsync(chat, model, question, tools, toolOptions, options.MaxRounds, log, cancellationToken),
-                    _ => ToolCalling.RunAsync(chat, model, question, tools, toolOptions, options.MaxRounds, log, cancellationToken),
-                });
+                string answer = await api.RunAsync(chat, model, question, tools, flowOptions, cancellationToken);
                 if (!chat.LastReplyStreamed)
                     stdout.WriteLine(answer); // a streamed answer has been printed as it arrived
                 if (options.Diagram)
-                    stdout.Write("\n" + RunDiagram.Mermaid(recorder!.Interactions, answer));
+                    stdout.Write("\n" + RunDiagram.Mermaid(api, recorder!.Interactions, answer));
                 if (chat.PromptTokens + chat.CompletionTokens > 0)
                     log.Info($"Tokens: {chat.PromptTokens + chat.CompletionTokens} in total ({chat.PromptTokens} in, {chat.CompletionTokens} out) over {ToolCalling.Plural(chat.Requests, "request")}.");
             }
@@ -259,7 +258,7 @@ static class Cli
             stdout.WriteLine(server.BaseUrl); // the one line other programs read
             stdout.Flush();
             stderr.WriteLine($"Serving {options.ServeCassette} ({ToolCalling.Plural(cassette.Interactions.Count, "interaction")}) on {server.BaseUrl}; Ctrl+C or SIGTERM stops.");
-            if (cassette.FirstQuestion() is string question)
+            if (Api.ForPath(cassette.Interactions[0].Path) is Api api && cassette.FirstQuestion(api.HistoryField) is string question)
                 stderr.WriteLine($"Its question: \"{question}\" (a client must ask exactly this to match).");
             try
             {
@@ -273,13 +272,10 @@ static class Cli
         return 0;
     }
 
-    /// <summary>The cassette the offline demo replays for these options: each option that changes the request on
-    /// the wire has a cassette of its own, named after it (tool-choice-required.json, no-parallel.json, strict.json;
-    /// options together: no-parallel+strict.json). Without any it is weather.json; --stream alone, weather-stream.json.
-    /// For --api responses and anthropic, the same names with the API's in front: responses-weather.json.</summary>
-    static string DefaultCassetteName(Options options) =>
-        options.Api == Api.Chat ? ChatCassetteName(options) : $"{Options.NameOf(options.Api)}-{ChatCassetteName(options)}";
-
+    /// <summary>The name of the cassette the offline demo replays for these options, on Chat Completions (each API
+    /// names its own from it: Api.CassetteName): each option that changes the request on the wire has a cassette of its
+    /// own, named after it (tool-choice-required.json, no-parallel.json, strict.json; options together:
+    /// no-parallel+strict.json). Without any it is weather.json; --stream alone, weather-stream.json.</summary>
     static string ChatCassetteName(Options options)
     {
         var parts = new List<string>();
@@ -305,24 +301,6 @@ static class Cli
             $"{string.Join(", ", tools.Select(t => t.Name))}.");
     }
 
-    /// <summary>
-    /// The tool-use options map onto every API (see each API's ToolChoiceValue), with two exceptions, refused here
-    /// before anything is sent.
-    /// </summary>
-    static void CheckOptionsFitTheApi(Options options)
-    {
-        if (options.Api != Api.Anthropic)
-            return;
-        if (options.Strict)
-            throw new UsageException(
-                "--strict is for --api chat and responses: the Anthropic Messages API has strict tool use only as a beta, " +
-                "behind an anthropic-beta header this reference does not send. Run without --strict.");
-        if (options.ToolChoice == "none" && options.NoParallel)
-            throw new UsageException(
-                "--no-parallel does not go with --tool-choice none on --api anthropic: disable_parallel_tool_use is a field " +
-                "of tool_choice, and {\"type\":\"none\"} has no such field (nor any tool call). Drop --no-parallel.");
-    }
-
     /// <summary>A cassette holds one API's requests, streamed or not: replaying it with another --api, or with or
     /// without --stream when it was recorded the other way, could only end in a mismatch. Say so before it starts.</summary>
     static void CheckCassetteFits(Cassette cassette, string path, Options options)
@@ -333,22 +311,10 @@ static class Cli
             throw new UsageException(recordedStreamed
                 ? $"cassette {path} was recorded with --stream: add --stream, or replay a cassette recorded without it."
                 : $"cassette {path} was recorded without --stream: drop --stream, or replay a cassette recorded with it.");
-        string expected = ChatClient.PathOf(api);
-        if (cassette.Interactions.FirstOrDefault(i => i.Path is "/chat/completions" or "/responses" or "/messages") is { } first && first.Path != expected)
-        {
-            string recorded = Options.NameOf(Options.Apis.First(a => ChatClient.PathOf(a) == first.Path));
+        if (cassette.Interactions.Select(i => Api.ForPath(i.Path)).FirstOrDefault(recorded => recorded is not null) is Api recorded && recorded != api)
             throw new UsageException(
-                $"cassette {path} holds requests to {first.Path} (--api {recorded}), not to {expected} (--api {Options.NameOf(api)}). " +
-                $"Pass --api {recorded}, or a cassette for this API.");
-        }
-    }
-
-    /// <summary>Where each API's settings come from: chat and responses share OpenAI's variables, anthropic has its own.</summary>
-    sealed record ApiSettings(string KeyVariable, string BaseUrlVariable, string ModelVariable, string DefaultBaseUrl, string DefaultModel)
-    {
-        public static ApiSettings For(Api api) => api == Api.Anthropic
-            ? new("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL", AnthropicBaseUrl, DefaultAnthropicModel)
-            : new("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", OpenAIBaseUrl, Cli.DefaultModel);
+                $"cassette {path} holds requests to {recorded.Path} (--api {recorded.Name}), not to {api.Path} (--api {api.Name}). " +
+                $"Pass --api {recorded.Name}, or a cassette for this API.");
     }
 
     /// <summary>cassettes/NAME where you run it, else NAME beside you, else cassettes/NAME above the program.</summary>

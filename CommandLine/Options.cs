@@ -41,7 +41,7 @@ sealed class Options
     public bool Diagram { get; private set; }
     public bool Help { get; private set; }
     public string? ServeCassette { get; private set; }
-    public Api Api { get; private set; } = Api.Chat;
+    public Api Api { get; private set; } = Api.All[0];
     public int Port { get; private set; }
     public IPAddress Host { get; private set; } = IPAddress.Loopback;
 
@@ -71,7 +71,7 @@ sealed class Options
                 case "--no-parallel" when !serve: options.NoParallel = true; break;
                 case "--strict" when !serve: options.Strict = true; break;
                 case "--stream" when !serve: options.Stream = true; break;
-                case "--api" when !serve: options.Api = ApiNamed(Value()); break;
+                case "--api" when !serve: options.Api = Api.Named(Value()); break;
                 case "--retries" when !serve: options.Retries = WholeNumber(arg, Value(), min: 0, max: 10); break;
                 case "--timeout" when !serve: options.TimeoutSeconds = WholeNumber(arg, Value(), min: 1, max: 3600); break;
                 case "--diagram" when !serve: options.Diagram = true; break;
@@ -108,21 +108,6 @@ sealed class Options
             options.Question = string.Join(' ', words); // ./run.sh What is the weather in Paris
         }
         return options;
-    }
-
-    public static readonly Api[] Apis = [Api.Chat, Api.Responses, Api.Anthropic];
-
-    /// <summary>The API's name for --api: chat, responses, anthropic.</summary>
-    public static string NameOf(Api api) => api.ToString().ToLowerInvariant();
-
-    static Api ApiNamed(string text)
-    {
-        foreach (Api api in Apis)
-        {
-            if (NameOf(api) == text)
-                return api;
-        }
-        throw new UsageException($"--api needs chat, responses or anthropic, not '{text}'.");
     }
 
     static int WholeNumber(string option, string text, int min, int max) =>

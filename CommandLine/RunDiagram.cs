@@ -38,8 +38,9 @@ static class RunDiagram
 {
     const int MaxText = 100; // longer texts are cut: the picture shows the flow, --trace shows the bytes
 
-    public static string Mermaid(IReadOnlyList<Interaction> requests, string answer)
+    public static string Mermaid(Api api, IReadOnlyList<Interaction> requests, string answer)
     {
+        JsonArray History(JsonNode? body) => Json.At(body, api.HistoryField) as JsonArray ?? [];
         JsonArray history = History(requests[^1].RequestBody);
         var diagram = new StringBuilder("```mermaid\nsequenceDiagram\n");
         void Line(string line) => diagram.Append("    ").Append(line).Append('\n');
@@ -49,13 +50,13 @@ static class RunDiagram
         JsonNode? question = Json.String(Json.At(requests[^1].RequestBody, "input")) is string input
             ? JsonValue.Create(input)
             : Json.At(history.FirstOrDefault(entry => Json.String(Json.At(entry, "role")) == "user"), "content");
-        Line($"user->>client: {Text(TextOf(question))}");
+        Line($"user->>client: {Text(Api.TextOf(question))}");
         bool answered = false, retry = false; // answered: a reply has come (so this is step 4); retry: the last one failed
         for (int i = 0; i < requests.Count; i++)
         {
             Line(retry ? "Note over client,model: the same request again (a retry)"
                 : answered ? "Note over client,model: Step 4: the whole history again" : "Note over client,model: Step 1: the question and the tools");
-            Line($"client->>model: {Request(requests[i], first: !answered)}");
+            Line($"client->>model: {Request(api, requests[i], first: !answered)}");
             // A failed attempt (--retries sends it again): its status and the API's message, on a crossed arrow.
             retry = !Succeeded(requests[i]);
             if (retry)
@@ -72,11 +73,11 @@ static class RunDiagram
                 continue;
             }
             JsonNode?[] added = [.. history.Take(History(next.RequestBody).Count).Skip(History(requests[i].RequestBody).Count)];
-            (string Id, string Call)[] calls = [.. added.SelectMany(Calls)];
+            (string Id, string Call)[] calls = [.. added.SelectMany(api.Calls)];
             Line($"Note over client,model: Step 2: the reply asks for {ToolCalling.Plural(calls.Length, "tool call")}");
             Line($"model-->>client: calls {string.Join(", ", calls.Select(c => Text(c.Call)))}");
             Line("Note over client,tools: Step 3: run each call, then one result per call, in order");
-            Dictionary<string, string> results = added.SelectMany(Results).GroupBy(r => r.Id).ToDictionary(g => g.Key, g => g.First().Text);
+            Dictionary<string, string> results = added.SelectMany(api.Results).GroupBy(r => r.Id).ToDictionary(g => g.Key, g => g.First().Text);
             foreach ((string id, string call) in calls)
             {
                 Line($"client->>tools: {Text(call)}");
@@ -89,23 +90,15 @@ static class RunDiagram
 
     static bool Succeeded(Interaction request) => request.Status is >= 200 and < 300;
 
-    static JsonArray History(JsonNode? body) => Json.At(body, "messages") as JsonArray ?? Json.At(body, "input") as JsonArray ?? [];
-
     /// <summary>"POST /chat/completions: messages [...]" (or /responses: input, /messages: messages) and, on the first
     /// request, the tools; then any field that steers tool use.</summary>
-    static string Request(Interaction request, bool first)
+    static string Request(Api api, Interaction request, bool first)
     {
         JsonNode? body = request.RequestBody;
-        JsonArray history = History(body);
-        string shape = request.Path switch
-        {
-            "/responses" => $"input [{(history.Count == 0 ? "user" : ResponsesToolCalling.InputShape(history))}]",
-            "/messages" => $"messages [{AnthropicToolCalling.HistoryShape(history)}]",
-            _ => $"messages [{ToolCalling.HistoryShape(history)}]",
-        };
-        var text = new StringBuilder($"{request.Method} {request.Path}: {shape}");
+        JsonArray history = Json.At(body, api.HistoryField) as JsonArray ?? [];
+        var text = new StringBuilder($"{request.Method} {request.Path}: {api.HistoryField} [{api.HistoryShape(history)}]");
         if (first && Json.At(body, "tools") is JsonArray tools)
-            text.Append($", tools [{string.Join(", ", tools.Select(t => Json.String(Json.At(t, "function", "name")) ?? Json.String(Json.At(t, "name"))))}]");
+            text.Append($", tools [{string.Join(", ", tools.Select(api.ToolName))}]");
         foreach (string field in new[] { "tool_choice", "parallel_tool_calls" })
         {
             if (Json.At(body, field) is JsonNode value)
@@ -113,34 +106,6 @@ static class RunDiagram
         }
         return Text(text.ToString(), cut: false);
     }
-
-    /// <summary>The tool calls in one history entry, as "name(arguments)": a Chat Completions assistant message's
-    /// tool_calls, a Responses function_call item, or a Messages assistant message's tool_use blocks.</summary>
-    static IEnumerable<(string Id, string Call)> Calls(JsonNode? entry)
-    {
-        foreach (JsonNode? call in Json.At(entry, "tool_calls") as JsonArray ?? [])
-            yield return (Json.String(Json.At(call, "id")) ?? "", $"{Json.String(Json.At(call, "function", "name"))}({Json.String(Json.At(call, "function", "arguments"))})");
-        if (Json.String(Json.At(entry, "type")) == "function_call")
-            yield return (Json.String(Json.At(entry, "call_id")) ?? "", $"{Json.String(Json.At(entry, "name"))}({Json.String(Json.At(entry, "arguments"))})");
-        foreach (JsonNode? block in (Json.At(entry, "content") as JsonArray ?? []).Where(b => Json.String(Json.At(b, "type")) == "tool_use"))
-            yield return (Json.String(Json.At(block, "id")) ?? "", $"{Json.String(Json.At(block, "name"))}({Json.Compact(Json.At(block, "input"))})");
-    }
-
-    /// <summary>The tool results in one history entry: a role "tool" message, a function_call_output item, or the
-    /// tool_result blocks of a Messages user message.</summary>
-    static IEnumerable<(string Id, string Text)> Results(JsonNode? entry)
-    {
-        if (Json.String(Json.At(entry, "role")) == "tool")
-            yield return (Json.String(Json.At(entry, "tool_call_id")) ?? "", TextOf(Json.At(entry, "content")));
-        if (Json.String(Json.At(entry, "type")) == "function_call_output")
-            yield return (Json.String(Json.At(entry, "call_id")) ?? "", TextOf(Json.At(entry, "output")));
-        foreach (JsonNode? block in (Json.At(entry, "content") as JsonArray ?? []).Where(b => Json.String(Json.At(b, "type")) == "tool_result"))
-            yield return (Json.String(Json.At(block, "tool_use_id")) ?? "", TextOf(Json.At(block, "content")));
-    }
-
-    /// <summary>A content as text: a string, or the text of its parts or blocks.</summary>
-    static string TextOf(JsonNode? content) =>
-        Json.String(content) ?? string.Concat((content as JsonArray ?? []).Select(part => Json.String(Json.At(part, "text"))));
 
     /// <summary>One line of diagram text: Mermaid reads ";" and "#" itself and "<" and ">" as HTML, so those are
     /// written as its entity codes (#59; and so on).</summary>

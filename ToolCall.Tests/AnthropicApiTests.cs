@@ -70,7 +70,7 @@ public class AnthropicFlowTests
     [Fact]
     public void ToolDefinitions_AreNameDescriptionAndInputSchema()
     {
-        JsonNode definition = AnthropicToolCalling.ToolDefinitions(DemoTools.Create())[0]!;
+        JsonNode definition = AnthropicApi.ToolDefinitions(ProgramTools.Create())[0]!;
 
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse("""
             {"name":"get_weather","description":"Returns the current weather in the given city",
@@ -179,9 +179,9 @@ public class AnthropicFlowTests
             AnthropicWire.Exchange(request, AnthropicWire.Message("end_turn", AnthropicWire.Text("Hello.")))));
         var waits = new NotedWaits();
         using var http = new HttpClient();
-        var client = new ChatClient(http, server.BaseUrl, null, StepLog.Silent, api: Api.Anthropic) { Retries = new RetryPolicy { Delay = waits.Delay } };
+        var client = new ResilientChatClient(http, server.BaseUrl, Apis.Anthropic, null, StepLog.Silent) { Retries = new RetryPolicy { Delay = waits.Delay } };
 
-        string answer = await AnthropicToolCalling.RunAsync(client, "claude-haiku-4-5", "Hi?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
+        string answer = await Apis.Anthropic.RunAsync(client, "claude-haiku-4-5", "Hi?", ProgramTools.Create(), new FlowOptions(), CancellationToken.None);
 
         Assert.Equal("Hello.", answer);
         Assert.Single(waits.Waits);
@@ -383,7 +383,7 @@ public class AnthropicRulesTests
         {
             Content = new StringContent(request.ToJsonString(), Encoding.UTF8, "application/json"),
         };
-        message.Headers.Add("anthropic-version", ChatClient.AnthropicVersion);
+        message.Headers.Add("anthropic-version", AnthropicApi.Version);
         using HttpResponseMessage response = await http.SendAsync(message);
         return (response.StatusCode, JsonNode.Parse(await response.Content.ReadAsStringAsync()));
     }
@@ -416,11 +416,11 @@ public class AnthropicStreamTests
             AnthropicWire.Event("message_stop", []),
         ];
         byte[] bytes = Encoding.UTF8.GetBytes(AnthropicWire.Sse(events).Replace("\n", "\r\n"));
-        JsonObject expected = await StreamedMessage.ReadAsync(new MemoryStream(bytes), TextWriter.Null, [], null, CancellationToken.None);
+        JsonObject expected = await new StreamedMessage(TextWriter.Null).ReadAsync(new MemoryStream(bytes), [], null, CancellationToken.None);
 
         for (int split = 0; split <= bytes.Length; split++)
         {
-            JsonObject message = await StreamedMessage.ReadAsync(new ChoppedStream(bytes, split, bytes.Length), TextWriter.Null, [], null, CancellationToken.None);
+            JsonObject message = await new StreamedMessage(TextWriter.Null).ReadAsync(new ChoppedStream(bytes, split, bytes.Length), [], null, CancellationToken.None);
             Assert.True(JsonNode.DeepEquals(expected, message), $"split at byte {split}: {message.ToJsonString()}");
         }
         Assert.True(JsonNode.DeepEquals(new JsonArray(
@@ -522,13 +522,13 @@ public class AnthropicStreamTests
         var stdout = new StringWriter();
         var stderr = new StringWriter();
         using var http = new HttpClient();
-        var client = new ChatClient(http, server.BaseUrl, null, new StepLog(stderr), api: Api.Anthropic)
+        var client = new ResilientChatClient(http, server.BaseUrl, Apis.Anthropic, null, new StepLog(stderr))
         {
             Retries = new RetryPolicy { Delay = new NotedWaits().Delay },
             StreamTextTo = stdout,
         };
 
-        string text = await AnthropicToolCalling.RunAsync(client, AnthropicWire.Model, "Hi?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
+        string text = await Apis.Anthropic.RunAsync(client, AnthropicWire.Model, "Hi?", ProgramTools.Create(), new FlowOptions(), CancellationToken.None);
 
         Assert.Equal("Hi.", text);
         Assert.Equal("Hi." + Environment.NewLine, stdout.ToString());
@@ -557,7 +557,7 @@ public class AnthropicStreamTests
         {
             Content = new StringContent(AnthropicWire.Streamed(request).ToJsonString(), Encoding.UTF8, "application/json"),
         };
-        message.Headers.Add("anthropic-version", ChatClient.AnthropicVersion);
+        message.Headers.Add("anthropic-version", AnthropicApi.Version);
 
         using HttpResponseMessage response = await http.SendAsync(message);
 
@@ -697,9 +697,9 @@ static class AnthropicWire
     public static JsonObject Request(params JsonObject[] messages) => new()
     {
         ["model"] = Model,
-        ["max_tokens"] = AnthropicToolCalling.MaxTokens,
+        ["max_tokens"] = AnthropicApi.MaxTokens,
         ["messages"] = new JsonArray([.. messages.Select(m => m.DeepClone())]),
-        ["tools"] = AnthropicToolCalling.ToolDefinitions(DemoTools.Create()),
+        ["tools"] = AnthropicApi.ToolDefinitions(ProgramTools.Create()),
     };
 
     public static JsonObject Message(string stopReason, params JsonObject[] content) => new()
@@ -772,7 +772,7 @@ static class AnthropicWire
     public static Task<JsonObject> AssembleAsync(params JsonNode[] events) => AssembleAsync(TextWriter.Null, events);
 
     public static Task<JsonObject> AssembleAsync(TextWriter output, params JsonNode[] events) =>
-        StreamedMessage.ReadAsync(
+        new StreamedMessage(output).ReadAsync(
             new MemoryStream(Encoding.UTF8.GetBytes(Sse([Start(), .. events, MessageDelta("end_turn", 42), Event("message_stop", [])]))),
-            output, [], null, CancellationToken.None);
+            [], null, CancellationToken.None);
 }

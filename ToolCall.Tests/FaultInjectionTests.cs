@@ -251,7 +251,7 @@ public class FaultInjectionTests
     {
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(interaction));
         using var http = new HttpClient();
-        var chat = new ChatClient(http, server.BaseUrl, null, StepLog.Silent) { Retries = new RetryPolicy { Delay = (waits ?? new NotedWaits()).Delay } };
+        var chat = new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, StepLog.Silent) { Retries = new RetryPolicy { Delay = (waits ?? new NotedWaits()).Delay } };
         return await chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
     }
 

@@ -87,7 +87,7 @@ public class FlowTests
     public async Task BadArguments_AreAnsweredWithAnErrorToolMessageNamingTheFunction_AndTheFlowGoesOn(string arguments, string expected)
     {
         JsonObject asked = Wire.AskForTools(Wire.Call("call_b", "get_weather", arguments));
-        string error = ToolCalling.RunToolCall("get_weather", arguments, DemoTools.Create());
+        string error = ToolCalling.RunToolCall("get_weather", arguments, ProgramTools.Create()).Content;
         Assert.StartsWith("Error: ", error);
         Assert.Contains("get_weather", error);
         Assert.Contains(expected, error);
@@ -118,7 +118,7 @@ public class FlowTests
         using var http = new HttpClient();
 
         string answer = await ToolCalling.RunAsync(
-            new ChatClient(http, server.BaseUrl, null, StepLog.Silent), Wire.Model, "Boom?", tools, ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
+            new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, StepLog.Silent), Wire.Model, "Boom?", tools, new FlowOptions(), CancellationToken.None);
 
         Assert.Equal("The sensor is offline.", answer);
     }

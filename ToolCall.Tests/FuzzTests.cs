@@ -27,12 +27,12 @@ public class FuzzTests
             Cassette cassette = cassettes[random.Next(cassettes.Length)];
             var server = new DamagedServer(cassette, damagedTurn: random.Next(2), random);
             using var http = new HttpClient(server);
-            var chat = new ChatClient(http, "http://fuzz.invalid/v1", null, StepLog.Silent)
+            var chat = new ResilientChatClient(http, "http://fuzz.invalid/v1", Apis.Chat, null, StepLog.Silent)
             {
                 Retries = new RetryPolicy { Delay = new NotedWaits().Delay, Random = random },
             };
-            string question = cassette.FirstQuestion()!;
-            Task<string> run = ToolCalling.RunAsync(chat, Wire.Model, question, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
+            string question = cassette.FirstQuestion("messages")!;
+            Task<string> run = ToolCalling.RunAsync(chat, Wire.Model, question, ProgramTools.Create(), new FlowOptions(), CancellationToken.None);
             if (await Fuzz.AnsweredAsync(run, i, () => server.Damage, () => server.Sent))
                 answered++;
             else

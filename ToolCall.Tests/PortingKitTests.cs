@@ -186,7 +186,7 @@ public partial class ProtocolDocTests
         ["no anthropic-version header"] = () => Messages(_ => { }),
         ["no max_tokens"] = () => Messages(request => request.Remove("max_tokens")),
         ["no messages"] = () => Messages(request => request.Remove("messages")),
-        ["a tool in the OpenAI form"] = () => Messages(request => request["tools"]![0] = ToolCalling.ToolDefinitions(DemoTools.Create())[0]!.DeepClone()),
+        ["a tool in the OpenAI form"] = () => Messages(request => request["tools"]![0] = ToolCalling.ToolDefinitions(ProgramTools.Create())[0]!.DeepClone()),
         ["a tool without a name"] = () => Messages(request => request["tools"]![0]!.AsObject().Remove("name")),
         ["a name off the pattern"] = () => Messages(request => request["tools"]![0]!["name"] = "get.weather"),
         ["a tool without input_schema"] = () => Messages(request =>
@@ -406,7 +406,7 @@ public class DiagramTests
     public void DiagramText_EscapesWhatMermaidWouldRead_AndCutsLongText()
     {
         JsonObject request = Wire.Request(Wire.User("a;b #1 <br> c"));
-        string diagram = RunDiagram.Mermaid([Wire.Exchange(request, Wire.Completion(Wire.Text("x")))], new string('z', 150));
+        string diagram = RunDiagram.Mermaid(Apis.Chat, [Wire.Exchange(request, Wire.Completion(Wire.Text("x")))], new string('z', 150));
 
         Assert.Contains("    user->>client: a#59;b #35;1 #60;br#62; c\n", diagram);
         Assert.Contains($"    client->>user: {new string('z', 100)}…\n", diagram);
@@ -435,7 +435,9 @@ public class ConformanceCaseTests
         JsonObject @case = Cases().Single(c => (string)c["name"]! == name);
         Cassette cassette = Cassette.Load(Path.Combine(Repo.Root, (string)@case["cassette"]!));
 
-        Assert.Equal(cassette.FirstQuestion(), (string)@case["question"]!);
+        Api api = Api.Named((string?)@case["api"] ?? "chat"); // left out, a case is for Chat Completions
+
+        Assert.Equal(cassette.FirstQuestion(api.HistoryField), (string)@case["question"]!);
         Assert.Equal(FinalText(cassette.Interactions[^1]), (string)@case["answer"]!);
         Assert.Equal(JsonValueKind.Array, @case["history"]!.GetValueKind());
         Assert.Equal(cassette.Interactions[^1].ResponseEvents is not null, @case["args"]!.AsArray().Any(a => (string)a! == "--stream"));
@@ -449,7 +451,7 @@ public class ConformanceCaseTests
         Cassette cassette = Cassette.Load(Path.Combine(Repo.Root, (string)@case["cassette"]!));
         string api = (string?)@case["api"] ?? "chat"; // left out, a case is for Chat Completions
 
-        Assert.All(cassette.Interactions, interaction => Assert.Equal(ChatClient.PathOf(Options.Apis.Single(a => Options.NameOf(a) == api)), interaction.Path));
+        Assert.All(cassette.Interactions, interaction => Assert.Equal(Api.Named(api).Path, interaction.Path));
     }
 
     [Fact]

@@ -9,28 +9,28 @@ namespace ToolCall.Tests;
 /// <summary>Running one tool call: what goes into its tool message.</summary>
 public class ToolCallTests
 {
-    static readonly Tool[] Tools = DemoTools.Create();
+    static readonly Tool[] Tools = ProgramTools.Create();
 
     [Fact]
     public void ValidCall_ReturnsTheFunctionsResult() =>
-        Assert.Equal(Wire.Weather("Paris"), ToolCalling.RunToolCall("get_weather", """{"city":"Paris"}""", Tools));
+        Assert.Equal(Wire.Weather("Paris"), ToolCalling.RunToolCall("get_weather", """{"city":"Paris"}""", Tools).Content);
 
     [Fact]
     public void UnknownFunction_NamesItAndTheFunctionsThatExist() =>
-        Assert.Equal("Error: unknown function 'get_time'. Available functions: get_weather, get_forecast.", ToolCalling.RunToolCall("get_time", "{}", Tools));
+        Assert.Equal("Error: unknown function 'get_time'. Available functions: get_weather, get_forecast.", ToolCalling.RunToolCall("get_time", "{}", Tools).Content);
 
     [Fact]
     public void MissingRequiredArgument_NamesItAndItsType() =>
-        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolCalling.RunToolCall("get_weather", "{}", Tools));
+        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolCalling.RunToolCall("get_weather", "{}", Tools).Content);
 
     [Fact]
     public void WrongTypedArgument_NamesTheExpectedAndTheActualType() =>
-        Assert.Equal("Error: get_weather: argument 'city' must be a string, not a number.", ToolCalling.RunToolCall("get_weather", """{"city":42}""", Tools));
+        Assert.Equal("Error: get_weather: argument 'city' must be a string, not a number.", ToolCalling.RunToolCall("get_weather", """{"city":42}""", Tools).Content);
 
     [Fact]
     public void ArgumentsThatAreNotJson_SayWhatToSend()
     {
-        string result = ToolCalling.RunToolCall("get_weather", """{"city": "Par""", Tools);
+        string result = ToolCalling.RunToolCall("get_weather", """{"city": "Par""", Tools).Content;
 
         Assert.StartsWith("Error: the arguments for get_weather are not valid JSON (", result);
         Assert.EndsWith("Send a JSON object that matches the function's parameters.", result);
@@ -38,24 +38,24 @@ public class ToolCallTests
 
     [Fact]
     public void ArgumentsThatAreJsonButNotAnObject_AreRefused() =>
-        Assert.Equal("Error: the arguments for get_weather must be a JSON object, not an array.", ToolCalling.RunToolCall("get_weather", """["Paris"]""", Tools));
+        Assert.Equal("Error: the arguments for get_weather must be a JSON object, not an array.", ToolCalling.RunToolCall("get_weather", """["Paris"]""", Tools).Content);
 
     [Fact]
     public void EmptyArgumentsString_MeansNoArguments() =>
-        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolCalling.RunToolCall("get_weather", "", Tools));
+        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolCalling.RunToolCall("get_weather", "", Tools).Content);
 
     [Fact]
     public void Forecast_TakesItsOptionalUnitAndArrayOfDetails() =>
         Assert.Equal("2-day forecast for Oslo: day 1 64°F partly cloudy, wind 12 km/h; day 2 66°F light rain, wind 12 km/h.",
-            ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":2,"unit":"fahrenheit","include":["wind"]}""", Tools));
+            ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":2,"unit":"fahrenheit","include":["wind"]}""", Tools).Content);
 
     [Fact]
     public void Forecast_AcceptsAWholeNumberWrittenWithAFraction() =>
-        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":1.0}""", Tools));
+        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":1.0}""", Tools).Content);
 
     [Fact]
     public void Forecast_WithoutTheOptionalUnit_UsesCelsius() =>
-        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":1}""", Tools));
+        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":1}""", Tools).Content);
 
     [Theory]
     [InlineData("""{"city":"Oslo","days":2,"unit":"kelvin"}""", "Error: get_forecast: argument 'unit' must be one of [\"celsius\",\"fahrenheit\"], not \"kelvin\".")]
@@ -63,7 +63,7 @@ public class ToolCallTests
     [InlineData("""{"city":"Oslo","days":2,"include":["snow"]}""", "Error: get_forecast: argument 'include[0]' must be one of [\"wind\",\"humidity\",\"precipitation\"], not \"snow\".")]
     [InlineData("""{"city":"Oslo","days":9}""", "Error: get_forecast failed: days must be from 1 to 7, not 9")]
     public void Forecast_RejectsWhatItsSchemaOrItsCodeRejects(string arguments, string expected) =>
-        Assert.Equal(expected, ToolCalling.RunToolCall("get_forecast", arguments, Tools));
+        Assert.Equal(expected, ToolCalling.RunToolCall("get_forecast", arguments, Tools).Content);
 
     [Fact]
     public void NestedSchemas_AreCheckedThroughObjectsArraysAndEnums()
@@ -73,13 +73,13 @@ public class ToolCallTests
               "days":{"type":"array","items":{"type":"object","required":["unit"],"properties":{"unit":{"type":"string","enum":["c","f"]}}}},
               "note":{"type":["string","null"]}}}
             """)!.AsObject();
-        Tool[] tools = [new Tool("forecast", "", schema, _ => "ok")];
+        Tool[] tools = [ArgumentChecks.Checked(new Tool("forecast", "", schema, _ => "ok"))];
 
-        Assert.Equal("ok", ToolCalling.RunToolCall("forecast", """{"days":[{"unit":"c"}],"note":null}""", tools));
+        Assert.Equal("ok", ToolCalling.RunToolCall("forecast", """{"days":[{"unit":"c"}],"note":null}""", tools).Content);
         Assert.Equal("Error: forecast: argument 'days[1].unit' must be one of [\"c\",\"f\"], not \"k\".",
-            ToolCalling.RunToolCall("forecast", """{"days":[{"unit":"c"},{"unit":"k"}]}""", tools));
+            ToolCalling.RunToolCall("forecast", """{"days":[{"unit":"c"},{"unit":"k"}]}""", tools).Content);
         Assert.Equal("Error: forecast: missing required argument 'days[0].unit' (a string).",
-            ToolCalling.RunToolCall("forecast", """{"days":[{}]}""", tools));
+            ToolCalling.RunToolCall("forecast", """{"days":[{}]}""", tools).Content);
     }
 }
 
@@ -234,7 +234,7 @@ public class WireFidelityTests
     [Fact]
     public void ToolDefinitions_AreWhatTheSpecCallsAFunctionTool()
     {
-        JsonNode definition = ToolCalling.ToolDefinitions(DemoTools.Create())[0]!;
+        JsonNode definition = ToolCalling.ToolDefinitions(ProgramTools.Create())[0]!;
 
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse("""
             {"type":"function","function":{"name":"get_weather","description":"Returns the current weather in the given city",

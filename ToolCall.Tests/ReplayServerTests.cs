@@ -169,7 +169,7 @@ public class ReplayServerTests
         };
         JsonObject same = new()
         {
-            ["tools"] = ToolCalling.ToolDefinitions(DemoTools.Create()),
+            ["tools"] = ToolCalling.ToolDefinitions(ProgramTools.Create()),
             ["messages"] = new JsonArray(Wire.User("Weather?"), assistant, Wire.ToolMessage("call_1", "x")),
             ["model"] = Wire.Model,
         };
@@ -240,7 +240,7 @@ public class ReplayServerTests
         for (int run = 0; run < 3; run++)
         {
             string answer = await ToolCalling.RunAsync(
-                new ChatClient(http, server.BaseUrl, null, StepLog.Silent), Wire.Model, Cli.DefaultQuestion, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
+                new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, StepLog.Silent), Wire.Model, Cli.DefaultQuestion, ProgramTools.Create(), new FlowOptions(), CancellationToken.None);
             Assert.Equal("It's currently +18°C and partly cloudy in London.", answer);
         }
     }
@@ -254,8 +254,8 @@ public class ReplayServerTests
         for (int run = 0; run < 3; run++)
         {
             await ToolCalling.RunAsync(
-                new ChatClient(http, server.BaseUrl, null, StepLog.Silent), Wire.Model, "What's the weather in London and Paris right now?",
-                DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
+                new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, StepLog.Silent), Wire.Model, "What's the weather in London and Paris right now?",
+                ProgramTools.Create(), new FlowOptions(), CancellationToken.None);
         }
 
         Assert.Equal(1, server.ConnectionsAccepted); // six requests, one TCP connection

@@ -65,14 +65,14 @@ public class ResponsesFlowTests
     [Fact]
     public void ToolDefinitions_AreFlat_AndAlwaysSayWhetherStrict()
     {
-        JsonArray definitions = ResponsesToolCalling.ToolDefinitions(DemoTools.Create());
+        JsonArray definitions = ResponsesApi.ToolDefinitions(ProgramTools.Create());
 
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse("""
             {"type":"function","name":"get_weather","description":"Returns the current weather in the given city",
              "parameters":{"type":"object","properties":{"city":{"type":"string","description":"City name, e.g. \"London\""}},"required":["city"]},
              "strict":false}
             """), definitions[0]), definitions[0]!.ToJsonString());
-        JsonNode strict = ResponsesToolCalling.ToolDefinitions(DemoTools.Create(), strict: true)[1]!;
+        JsonNode strict = ResponsesApi.ToolDefinitions(ProgramTools.Create(strict: true))[1]!;
         Assert.True((bool)strict["strict"]!);
         Assert.False((bool)strict["parameters"]!["additionalProperties"]!);
         Assert.Equal(["city", "days", "unit", "include"], strict["parameters"]!["required"]!.AsArray().Select(n => (string)n!));
@@ -111,7 +111,7 @@ public class ResponsesFlowTests
         JsonObject second = ResponsesWire.Request([
             ResponsesWire.User("Weather?"), .. calls,
             ResponsesWire.Output("call_a", "Error: unknown function 'get_time'. Available functions: get_weather, get_forecast."),
-            ResponsesWire.Output("call_b", ToolCalling.RunToolCall("get_weather", """{"city": "Par""", DemoTools.Create())),
+            ResponsesWire.Output("call_b", ToolCalling.RunToolCall("get_weather", """{"city": "Par""", ProgramTools.Create()).Content),
             ResponsesWire.Output("call_c", "Error: get_forecast failed: days must be from 1 to 7, not 9")]);
         using var dir = new TempDir();
         string cassette = Wire.Cassette(
@@ -219,7 +219,7 @@ public class ResponsesRulesTests
     public async Task ToolInTheChatCompletionsForm_IsRejectedForHavingNoName()
     {
         JsonObject request = ResponsesWire.Request(Question);
-        request["tools"] = ToolCalling.ToolDefinitions(DemoTools.Create()); // {"type":"function","function":{…}}
+        request["tools"] = ToolCalling.ToolDefinitions(ProgramTools.Create()); // {"type":"function","function":{…}}
 
         JsonObject error = await RejectedAsync(request);
 
@@ -294,11 +294,11 @@ public class ResponsesStreamTests
             ResponsesWire.Completed(ResponsesWire.Response()),
         ];
         byte[] bytes = Encoding.UTF8.GetBytes(ResponsesWire.Sse(events).Replace("\n", "\r\n"));
-        JsonObject expected = await StreamedResponse.ReadAsync(new MemoryStream(bytes), TextWriter.Null, [], null, CancellationToken.None);
+        JsonObject expected = await new StreamedResponse(TextWriter.Null).ReadAsync(new MemoryStream(bytes), [], null, CancellationToken.None);
 
         for (int split = 0; split <= bytes.Length; split++)
         {
-            JsonObject response = await StreamedResponse.ReadAsync(new ChoppedStream(bytes, split, bytes.Length), TextWriter.Null, [], null, CancellationToken.None);
+            JsonObject response = await new StreamedResponse(TextWriter.Null).ReadAsync(new ChoppedStream(bytes, split, bytes.Length), [], null, CancellationToken.None);
             Assert.True(JsonNode.DeepEquals(expected, response), $"split at byte {split}: {response.ToJsonString()}");
         }
         JsonArray output = expected["output"]!.AsArray();
@@ -407,7 +407,7 @@ public class ResponsesStreamTests
         server.BeforeStreamEvent = position => position == 0 ? Task.CompletedTask : new TaskCompletionSource().Task; // stalls after "Hi"
         using var http = new HttpClient();
         var noted = new NotedWaits();
-        var client = new ChatClient(http, server.BaseUrl, null, StepLog.Silent, api: Api.Responses)
+        var client = new ResilientChatClient(http, server.BaseUrl, Apis.Responses, null, StepLog.Silent)
         {
             Retries = new RetryPolicy { Delay = noted.Delay, Time = clock },
             StreamTextTo = stdout,
@@ -577,7 +577,7 @@ static class ResponsesWire
     {
         ["model"] = Wire.Model,
         ["input"] = new JsonArray([.. input.Select(item => item.DeepClone())]),
-        ["tools"] = ResponsesToolCalling.ToolDefinitions(DemoTools.Create()),
+        ["tools"] = ResponsesApi.ToolDefinitions(ProgramTools.Create()),
     };
 
     public static JsonObject Response(params JsonObject[] output) => new()
@@ -632,7 +632,7 @@ static class ResponsesWire
     public static Task<JsonObject> AssembleAsync(params JsonNode[] events) => AssembleAsync(TextWriter.Null, events);
 
     public static Task<JsonObject> AssembleAsync(TextWriter output, params JsonNode[] events) =>
-        StreamedResponse.ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(Sse(events))), output, [], null, CancellationToken.None);
+        new StreamedResponse(output).ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(Sse(events))), [], null, CancellationToken.None);
 }
 
 /// <summary>Assertions the tests of all three APIs use.</summary>

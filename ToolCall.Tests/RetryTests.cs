@@ -135,9 +135,9 @@ public class ClientRetryTests
         var stderr = new StringWriter();
         await using ReplayServer server = ReplayServer.Start(Cassette.Load(Repo.Cassette("faults/retry-then-answer.json")));
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, waits, stderr);
+        ResilientChatClient chat = Client(http, server.BaseUrl, waits, stderr);
 
-        string answer = await ToolCalling.RunAsync(chat, Wire.Model, Cli.DefaultQuestion, DemoTools.Create(), ToolOptions.Default, 8, new StepLog(stderr), CancellationToken.None);
+        string answer = await ToolCalling.RunAsync(chat, Wire.Model, Cli.DefaultQuestion, ProgramTools.Create(), new FlowOptions { MaxRounds = 8, Log = new StepLog(stderr).Info }, CancellationToken.None);
 
         Assert.Equal("It's currently +18°C and partly cloudy in London.", answer);
         string[] retries = RetryLines(stderr);
@@ -157,7 +157,7 @@ public class ClientRetryTests
         var stderr = new StringWriter();
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Wire.Exchange(Hello, ApiError.Create("try again", "server_error"), status), Answer));
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, waits, stderr);
+        ResilientChatClient chat = Client(http, server.BaseUrl, waits, stderr);
 
         JsonObject completion = await chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
 
@@ -179,7 +179,7 @@ public class ClientRetryTests
         var stderr = new StringWriter();
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Wire.Exchange(Hello, ApiError.Create("You did it wrong."), status), Answer));
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, waits, stderr);
+        ResilientChatClient chat = Client(http, server.BaseUrl, waits, stderr);
 
         var e = await Assert.ThrowsAsync<FlowException>(() => chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None));
 
@@ -196,7 +196,7 @@ public class ClientRetryTests
         Interaction overloaded = Wire.Exchange(Hello, ApiError.Create("That model is currently overloaded with other requests.", "server_error"), 503);
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(overloaded));
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, waits, new StringWriter());
+        ResilientChatClient chat = Client(http, server.BaseUrl, waits, new StringWriter());
 
         var e = await Assert.ThrowsAsync<FlowException>(() => chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None));
 
@@ -221,7 +221,7 @@ public class ClientRetryTests
         var waits = new NotedWaits();
         var stderr = new StringWriter();
         using var http = new HttpClient();
-        ChatClient chat = Client(http, $"http://127.0.0.1:{Http.ClosedPort()}/v1", waits, stderr);
+        ResilientChatClient chat = Client(http, $"http://127.0.0.1:{Http.ClosedPort()}/v1", waits, stderr);
 
         var e = await Assert.ThrowsAsync<FlowException>(() => chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None));
 
@@ -237,7 +237,7 @@ public class ClientRetryTests
         Interaction cut = Answer with { Fault = new Fault(CloseAfterBytes: 40) };
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(cut, Answer));
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, new NotedWaits(), stderr);
+        ResilientChatClient chat = Client(http, server.BaseUrl, new NotedWaits(), stderr);
 
         JsonObject completion = await chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
 
@@ -254,7 +254,7 @@ public class ClientRetryTests
         Interaction late = Answer with { Fault = new Fault(DelayMs: 600_000) };
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(late));
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, new NotedWaits(), stderr, retries: 1, clock: clock);
+        ResilientChatClient chat = Client(http, server.BaseUrl, new NotedWaits(), stderr, retries: 1, clock: clock);
 
         Task<JsonObject> post = chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
         for (int attempt = 0; attempt < 2; attempt++)
@@ -276,7 +276,7 @@ public class ClientRetryTests
         Interaction dripping = Answer with { Fault = new Fault(DripBytes: 10, DripIntervalMs: 600_000) };
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(dripping));
         using var http = new HttpClient(new HeadersSignal(headersIn));
-        ChatClient chat = Client(http, server.BaseUrl, new NotedWaits(), new StringWriter(), retries: 0, clock: clock);
+        ResilientChatClient chat = Client(http, server.BaseUrl, new NotedWaits(), new StringWriter(), retries: 0, clock: clock);
 
         Task<JsonObject> post = chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
         await headersIn.Task.WaitAsync(TimeSpan.FromSeconds(10)); // the status line is in, the body has barely begun
@@ -292,7 +292,7 @@ public class ClientRetryTests
         Interaction dripping = Answer with { Fault = new Fault(DripBytes: 64, DripIntervalMs: 1) };
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(dripping));
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, new NotedWaits(), new StringWriter());
+        ResilientChatClient chat = Client(http, server.BaseUrl, new NotedWaits(), new StringWriter());
 
         JsonObject completion = await chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
 
@@ -338,8 +338,8 @@ public class ClientRetryTests
         Assert.DoesNotContain("   at ", stderr.ToString());
     }
 
-    static ChatClient Client(HttpClient http, string baseUrl, NotedWaits waits, TextWriter stderr, int retries = 2, ManualClock? clock = null) =>
-        new(http, baseUrl, null, new StepLog(stderr))
+    static ResilientChatClient Client(HttpClient http, string baseUrl, NotedWaits waits, TextWriter stderr, int retries = 2, ManualClock? clock = null) =>
+        new(http, baseUrl, Apis.Chat, null, new StepLog(stderr))
         {
             Retries = new RetryPolicy { MaxRetries = retries, Delay = waits.Delay, Time = clock ?? (TimeProvider)TimeProvider.System },
         };

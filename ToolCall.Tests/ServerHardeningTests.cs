@@ -138,10 +138,10 @@ public class ServerHardeningTests
         string[][] answers = await Task.WhenAll(Enumerable.Range(0, Flows).Select(async _ =>
         {
             using var http = new HttpClient();
-            var chat = new ChatClient(http, server.BaseUrl, null, StepLog.Silent) { Retries = new RetryPolicy { MaxRetries = 0 } };
+            var chat = new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, StepLog.Silent) { Retries = new RetryPolicy { MaxRetries = 0 } };
             var mine = new List<string>();
             for (int run = 0; run < Runs; run++)
-                mine.Add(await ToolCalling.RunAsync(chat, Wire.Model, Cli.DefaultQuestion, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None));
+                mine.Add(await ToolCalling.RunAsync(chat, Wire.Model, Cli.DefaultQuestion, ProgramTools.Create(), new FlowOptions(), CancellationToken.None));
             return mine.ToArray();
         }));
         await server.ConnectionsClosedAsync().WaitAsync(TimeSpan.FromSeconds(10)); // every client has closed its connection

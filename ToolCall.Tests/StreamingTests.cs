@@ -120,11 +120,11 @@ public class StreamAssemblyTests
             "[DONE]",
         ];
         byte[] bytes = Encoding.UTF8.GetBytes(StreamWire.Sse(events).Replace("\n", "\r\n").Replace("\r\n\r\n", "\r\n: ping\r\n\r\n"));
-        JsonObject expected = await StreamedReply.ReadAsync(new MemoryStream(bytes), TextWriter.Null, [], null, CancellationToken.None);
+        JsonObject expected = await new StreamedReply(TextWriter.Null).ReadAsync(new MemoryStream(bytes), [], null, CancellationToken.None);
 
         for (int split = 0; split <= bytes.Length; split++)
         {
-            JsonObject completion = await StreamedReply.ReadAsync(new ChoppedStream(bytes, split, bytes.Length), TextWriter.Null, [], null, CancellationToken.None);
+            JsonObject completion = await new StreamedReply(TextWriter.Null).ReadAsync(new ChoppedStream(bytes, split, bytes.Length), [], null, CancellationToken.None);
             Assert.True(JsonNode.DeepEquals(expected, completion), $"split at byte {split}: {completion.ToJsonString()}");
         }
         JsonNode message = expected["choices"]![0]!["message"]!;
@@ -266,7 +266,7 @@ public class StreamAssemblyTests
         string sse = StreamWire.Sse([StreamWire.Calls(StreamWire.Fragment(0, "call_c", "get_weather", "{\"city\":\"Oslo\"}")), StreamWire.Finish("tool_calls")]);
 
         FlowException e = await Assert.ThrowsAsync<FlowException>(() =>
-            StreamedReply.ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(sse)), TextWriter.Null, [], null, CancellationToken.None));
+            new StreamedReply(TextWriter.Null).ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(sse)), [], null, CancellationToken.None));
 
         Assert.StartsWith("the stream ended after 2 events, before data: [DONE].", e.Message);
     }
@@ -279,7 +279,7 @@ public class StreamAssemblyTests
         var events = new JsonArray();
 
         FlowException e = await Assert.ThrowsAsync<FlowException>(() =>
-            StreamedReply.ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes($"data: {data}\n\n")), TextWriter.Null, events, null, CancellationToken.None));
+            new StreamedReply(TextWriter.Null).ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes($"data: {data}\n\n")), events, null, CancellationToken.None));
 
         Assert.Equal($"event 1 of the stream is not a valid JSON object: {data}", e.Message);
         Assert.Equal(data, (string)Assert.Single(events)!); // the trace and the recording can still write it
@@ -355,9 +355,9 @@ public class StreamingFlowTests
             Interlocked.Increment(ref sent);
         };
         using var http = new HttpClient();
-        var chat = new ChatClient(http, server.BaseUrl, null, StepLog.Silent) { StreamTextTo = stdout };
+        var chat = new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, StepLog.Silent) { StreamTextTo = stdout };
 
-        string answer = await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None)
+        string answer = await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", ProgramTools.Create(), new FlowOptions(), CancellationToken.None)
             .WaitAsync(TimeSpan.FromSeconds(10));
 
         Assert.Equal("Hello", await stdout.FirstText);
@@ -377,9 +377,9 @@ public class StreamingFlowTests
         // The stream starts only once the "waiting for the model" line is on the screen.
         server.BeforeStreamEvent = position => position == 0 ? terminal.WaitingShown : Task.CompletedTask;
         using var http = new HttpClient();
-        var chat = new ChatClient(http, server.BaseUrl, null, new StepLog(terminal, interactive: true)) { StreamTextTo = terminal };
+        var chat = new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, new StepLog(terminal, interactive: true)) { StreamTextTo = terminal };
 
-        await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None)
+        await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", ProgramTools.Create(), new FlowOptions(), CancellationToken.None)
             .WaitAsync(TimeSpan.FromSeconds(30));
 
         string screen = terminal.ToString();
@@ -648,8 +648,8 @@ public class StreamReplayServerTests
 
         for (int run = 0; run < 2; run++)
         {
-            var chat = new ChatClient(http, server.BaseUrl, null, StepLog.Silent) { StreamTextTo = TextWriter.Null };
-            await ToolCalling.RunAsync(chat, Wire.Model, "What's the weather in London and Paris right now?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
+            var chat = new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, StepLog.Silent) { StreamTextTo = TextWriter.Null };
+            await ToolCalling.RunAsync(chat, Wire.Model, "What's the weather in London and Paris right now?", ProgramTools.Create(), new FlowOptions(), CancellationToken.None);
         }
 
         Assert.Equal(1, server.ConnectionsAccepted); // four streamed replies, each body ended by its last chunk
@@ -660,10 +660,10 @@ public class StreamReplayServerTests
     {
         await using ReplayServer server = ReplayServer.Start(HelloStream(delayMs: 60));
         using var http = new HttpClient();
-        var chat = new ChatClient(http, server.BaseUrl, null, StepLog.Silent) { StreamTextTo = TextWriter.Null };
+        var chat = new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, StepLog.Silent) { StreamTextTo = TextWriter.Null };
         var clock = System.Diagnostics.Stopwatch.StartNew();
 
-        await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None);
+        await ToolCalling.RunAsync(chat, Wire.Model, "Hello?", ProgramTools.Create(), new FlowOptions(), CancellationToken.None);
 
         Assert.True(clock.ElapsedMilliseconds >= 150, $"three events at 60 ms each took {clock.ElapsedMilliseconds} ms"); // a lower bound only
     }
@@ -727,7 +727,7 @@ public class StreamRetryTests
         var stdout = new StringWriter();
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Answer with { Fault = new Fault(CloseAfterBytes: 0) }, Answer));
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, stdout, stderr);
+        ResilientChatClient chat = Client(http, server.BaseUrl, stdout, stderr);
 
         JsonObject completion = await chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
 
@@ -744,7 +744,7 @@ public class StreamRetryTests
         int firstEvent = Encoding.UTF8.GetByteCount(StreamWire.Sse([StreamWire.Text("Hi")]));
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Answer with { Fault = new Fault(CloseAfterBytes: firstEvent + 10) }, Answer));
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, stdout, stderr);
+        ResilientChatClient chat = Client(http, server.BaseUrl, stdout, stderr);
 
         var e = await Assert.ThrowsAsync<FlowException>(() => chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None));
 
@@ -763,7 +763,7 @@ public class StreamRetryTests
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Answer));
         server.BeforeStreamEvent = position => position == 0 ? Task.CompletedTask : new TaskCompletionSource().Task; // stalls after "Hi"
         using var http = new HttpClient();
-        ChatClient chat = Client(http, server.BaseUrl, stdout, stderr, clock);
+        ResilientChatClient chat = Client(http, server.BaseUrl, stdout, stderr, clock);
 
         Task<JsonObject> post = chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
         await stdout.Printed.WaitAsync(TimeSpan.FromSeconds(10)); // a bound, not a synchronisation
@@ -776,8 +776,8 @@ public class StreamRetryTests
         Assert.Empty(RetryLines(stderr));
     }
 
-    static ChatClient Client(HttpClient http, string baseUrl, TextWriter stdout, TextWriter stderr, ManualClock? clock = null) =>
-        new(http, baseUrl, null, new StepLog(stderr))
+    static ResilientChatClient Client(HttpClient http, string baseUrl, TextWriter stdout, TextWriter stderr, ManualClock? clock = null) =>
+        new(http, baseUrl, Apis.Chat, null, new StepLog(stderr))
         {
             Retries = new RetryPolicy { MaxRetries = 2, Delay = new NotedWaits().Delay, Time = clock ?? (TimeProvider)TimeProvider.System },
             StreamTextTo = stdout,
@@ -803,7 +803,7 @@ public class StreamFuzzTests
     [InlineData("anthropic", "anthropic-weather-stream.json")]
     public async Task SeededFuzzOfStreamedReplies_EndsInAnAnswerOrOneClearError(string apiName, params string[] names)
     {
-        Api api = Options.Apis.Single(a => Options.NameOf(a) == apiName);
+        Api api = Api.Named(apiName);
         Cassette[] cassettes = [.. names.Select(name => Cassette.Load(Repo.Cassette(name)))];
         var random = new Random(Seed);
         int answered = 0, refused = 0;
@@ -811,20 +811,15 @@ public class StreamFuzzTests
         for (int i = 0; i < Cases; i++)
         {
             Cassette cassette = cassettes[random.Next(cassettes.Length)];
-            var server = new DamagedStreamServer(cassette, damagedTurn: random.Next(2), random, named: api != Api.Chat);
+            var server = new DamagedStreamServer(cassette, damagedTurn: random.Next(2), random, named: api != Apis.Chat);
             using var http = new HttpClient(server);
-            var chat = new ChatClient(http, "http://fuzz.invalid/v1", null, StepLog.Silent, api: api)
+            var chat = new ResilientChatClient(http, "http://fuzz.invalid/v1", api, null, StepLog.Silent)
             {
                 Retries = new RetryPolicy { Delay = new NotedWaits().Delay, Random = random },
                 StreamTextTo = TextWriter.Null,
             };
-            string question = cassette.FirstQuestion()!;
-            Task<string> run = api switch
-            {
-                Api.Responses => ResponsesToolCalling.RunAsync(chat, Wire.Model, question, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None),
-                Api.Anthropic => AnthropicToolCalling.RunAsync(chat, Wire.Model, question, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None),
-                _ => ToolCalling.RunAsync(chat, Wire.Model, question, DemoTools.Create(), ToolOptions.Default, 8, StepLog.Silent, CancellationToken.None),
-            };
+            string question = cassette.FirstQuestion(api.HistoryField)!;
+            Task<string> run = api.RunAsync(chat, Wire.Model, question, ProgramTools.Create(), new FlowOptions(), CancellationToken.None);
             if (await Fuzz.AnsweredAsync(run, i, () => server.Damage, () => server.Sent))
                 answered++;
             else
@@ -956,7 +951,7 @@ static class StreamWire
 
     /// <summary>The completion assembled from these events, with [DONE] added.</summary>
     public static Task<JsonObject> AssembleAsync(TextWriter output, params JsonNode[] events) =>
-        StreamedReply.ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(Sse([.. events, "[DONE]"]))), output, [], null, CancellationToken.None);
+        new StreamedReply(output).ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(Sse([.. events, "[DONE]"]))), [], null, CancellationToken.None);
 
     public static async Task<JsonObject> MessageAsync(params JsonNode[] events) =>
         (await AssembleAsync(TextWriter.Null, events))["choices"]![0]!["message"]!.AsObject();

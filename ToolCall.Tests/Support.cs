@@ -126,7 +126,7 @@ static class Wire
     {
         ["model"] = Model,
         ["messages"] = new JsonArray([.. messages.Select(m => m.DeepClone())]),
-        ["tools"] = ToolCalling.ToolDefinitions(DemoTools.Create()),
+        ["tools"] = ToolCalling.ToolDefinitions(ProgramTools.Create()),
     };
 
     /// <summary>A chat.completion response with one choice.</summary>
@@ -517,4 +517,12 @@ static class Fuzz
             return false;
         }
     }
+}
+
+/// <summary>The three APIs, by name, for tests that pick one.</summary>
+static class Apis
+{
+    public static readonly Api Chat = Api.Named("chat");
+    public static readonly Api Responses = Api.Named("responses");
+    public static readonly Api Anthropic = Api.Named("anthropic");
 }

@@ -63,7 +63,8 @@ sealed class TracingHandler(HttpMessageHandler inner) : DelegatingHandler(inner)
     }
 }
 
-/// <summary>1. This project: the same code path as ToolCall.cs (ToolCalling.RunAsync with a ChatClient).</summary>
+/// <summary>1. This project: the program's path (what ./run.sh runs): ToolCall.cs's ToolCalling.RunAsync with the
+/// program's ChatClient (ResilientChatClient) and tools (ProgramTools), and no step log.</summary>
 static class ReferenceClient
 {
     public static BenchClient Create(FlowSetup setup)
@@ -71,11 +72,12 @@ static class ReferenceClient
         // The HttpClient the command line builds (Cli.AskAsync), created once and reused, as it should be.
         var http = new HttpClient(setup.Handler(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.All }))
         {
-            Timeout = Timeout.InfiniteTimeSpan, // ChatClient times each attempt itself (--timeout)
+            Timeout = Timeout.InfiniteTimeSpan, // ResilientChatClient times each attempt itself (--timeout)
         };
-        var chat = new ChatClient(http, setup.BaseUrl, FlowSetup.ApiKey, StepLog.Silent);
+        var chat = new ResilientChatClient(http, setup.BaseUrl, Api.Named("chat"), FlowSetup.ApiKey, StepLog.Silent);
+        Tool[] tools = ProgramTools.Create();
         return new BenchClient("ToolCall (this project)", "toolcall", cancellationToken =>
-            ToolCalling.RunAsync(chat, FlowSetup.Model, setup.Question, setup.Tools, ToolOptions.Default, maxRounds: 8, StepLog.Silent, cancellationToken));
+            ToolCalling.RunAsync(chat, FlowSetup.Model, setup.Question, tools, new FlowOptions(), cancellationToken));
     }
 }
 

@@ -70,7 +70,7 @@ static class Bench
         var repo = new Repo(FindRoot());
         repo.RequireBuilt();
         Cassette cassette = Cassette.Load(repo.TwoCities);
-        string question = cassette.FirstQuestion()!;
+        string question = cassette.FirstQuestion("messages")!;
         string expected = Json.String(cassette.Interactions[^1].ResponseBody?["choices"]?[0]?["message"]?["content"])!;
         List<byte[]> cassetteRequests = [.. cassette.Interactions.Select(i => Json.Utf8(i.RequestBody!).ToArray())];
         if (settings.NoNetwork)

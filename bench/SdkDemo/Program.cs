@@ -22,6 +22,6 @@ Console.Error.WriteLine($"Replaying cassettes/weather.json on {server.BaseUrl} (
 
 // A replay needs no key, but the SDK requires one; this one never leaves the machine.
 var client = new SdkChatClient("gpt-4o-mini", new ApiKeyCredential("replay"), new OpenAIClientOptions { Endpoint = new Uri(server.BaseUrl) });
-string answer = await OpenAISdkFlow.RunAsync(client, cassette.FirstQuestion()!, OpenAISdkFlow.Tools(DemoTools.Create()), CancellationToken.None);
+string answer = await OpenAISdkFlow.RunAsync(client, cassette.FirstQuestion("messages")!, OpenAISdkFlow.Tools(DemoTools.Create()), CancellationToken.None);
 Console.WriteLine(answer);
 return 0;
