@@ -1,4 +1,4 @@
-// AnthropicRules.cs: the rules the Anthropic Messages API enforces on a request, as the replay server checks them.
+// AnthropicRules.cs: the Anthropic Messages API as the replay server serves it, and the rules it enforces on a request.
 
 using System;
 using System.Buffers;
@@ -22,6 +22,23 @@ using System.Threading;
 using System.Threading.Tasks;
 
 namespace ToolCall;
+
+/// <summary>POST /messages, Anthropic's Messages API: its own error shape, named stream events, the history in
+/// `messages`, and AnthropicRules (which read the headers too).</summary>
+sealed class ServedMessagesApi : ServedApi
+{
+    public override string Path => "/messages";
+
+    public override string HistoryField => "messages";
+
+    public override bool NamesEvents => true; // each event after an `event:` line with its "type"
+
+    /// <summary>The Messages API's shape has no `code`.</summary>
+    public override JsonObject Error(string message, string? code = null) => AnthropicError.Create(message);
+
+    public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
+        AnthropicRules.FirstViolation(request, headers);
+}
 
 /// <summary>The Messages API's error shape: {"type":"error","error":{"type":"invalid_request_error","message"}}.</summary>
 static class AnthropicError

@@ -1,4 +1,4 @@
-// ChatCompletionsRules.cs: the rules the Chat Completions API enforces on a request, as the replay server checks them.
+// ChatCompletionsRules.cs: the Chat Completions API as the replay server serves it, and the rules it enforces on a request.
 
 using System;
 using System.Buffers;
@@ -22,6 +22,22 @@ using System.Threading;
 using System.Threading.Tasks;
 
 namespace ToolCall;
+
+/// <summary>POST /chat/completions: OpenAI's error shape, unnamed stream events, the history in `messages`, and the
+/// request rules, then the history rules.</summary>
+sealed class ServedChatCompletionsApi : ServedApi
+{
+    public override string Path => "/chat/completions";
+
+    public override string HistoryField => "messages";
+
+    public override bool NamesEvents => false;
+
+    public override JsonObject Error(string message, string? code = null) => ApiError.Create(message, code: code);
+
+    public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
+        RequestRules.FirstViolation(request) ?? HistoryRules.FirstViolation(request);
+}
 
 /// <summary>
 /// The rules the real API enforces on `tools`, `tool_choice`, `parallel_tool_calls` and `stream_options`, checked on every request

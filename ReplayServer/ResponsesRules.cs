@@ -1,4 +1,4 @@
-// ResponsesRules.cs: the rules the Responses API enforces on a request, as the replay server checks them.
+// ResponsesRules.cs: the Responses API as the replay server serves it, and the rules it enforces on a request.
 
 using System;
 using System.Buffers;
@@ -22,6 +22,21 @@ using System.Threading;
 using System.Threading.Tasks;
 
 namespace ToolCall;
+
+/// <summary>POST /responses: OpenAI's error shape, named stream events, the history in `input`, and ResponsesRules.</summary>
+sealed class ServedResponsesApi : ServedApi
+{
+    public override string Path => "/responses";
+
+    public override string HistoryField => "input";
+
+    public override bool NamesEvents => true; // each event after an `event:` line with its "type"
+
+    public override JsonObject Error(string message, string? code = null) => ApiError.Create(message, code: code);
+
+    public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
+        ResponsesRules.FirstViolation(request);
+}
 
 /// <summary>
 /// The rules the Responses API enforces, checked on every POST /responses: on `tools` and `tool_choice` as for Chat
