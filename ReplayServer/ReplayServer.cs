@@ -225,7 +225,7 @@ sealed class ReplayServer : IAsyncDisposable
     {
         int index = next;
         string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
-        if (Difference(cassette.Interactions[index], request.Method, relativePath, body) is string difference)
+        if (Difference(cassette.Interactions[index], request.Method, relativePath, api, body) is string difference)
             return Mismatch(request, api, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
         next = (index + 1) % cassette.Interactions.Count;
         return Play(request, index);
@@ -237,14 +237,14 @@ sealed class ReplayServer : IAsyncDisposable
         IReadOnlyList<Interaction> all = cassette.Interactions;
         for (int i = 0; i < all.Count; i++)
         {
-            if (Difference(all[i], request.Method, relativePath, body) is null)
+            if (Difference(all[i], request.Method, relativePath, api, body) is null)
                 return Play(request, i);
         }
         // Show how it differs from the interaction with a history as long (as many messages, or input items), the
         // likeliest one meant.
         int? count = HistoryLength(body, api);
         int closest = Math.Max(0, all.ToList().FindIndex(i => HistoryLength(i.RequestBody, ServedApi.At(i.Path)) == count));
-        string difference = $"no interaction matches; interaction {closest + 1} of {all.Count} differs at {Difference(all[closest], request.Method, relativePath, body)}";
+        string difference = $"no interaction matches; interaction {closest + 1} of {all.Count} differs at {Difference(all[closest], request.Method, relativePath, api, body)}";
         return Mismatch(request, api, $"Replay mismatch: {difference}", $"mismatch: {difference}");
     }
 
@@ -253,10 +253,10 @@ sealed class ReplayServer : IAsyncDisposable
     static int? HistoryLength(JsonNode? body, ServedApi? api) =>
         api is null ? null : (Json.At(body, api.HistoryField) as JsonArray)?.Count;
 
-    static string? Difference(Interaction expected, string method, string relativePath, JsonNode? body) =>
+    static string? Difference(Interaction expected, string method, string relativePath, ServedApi? api, JsonNode? body) =>
         method != expected.Method || relativePath != expected.Path
             ? $"expected {expected.Method} {expected.Path}, got {method} {relativePath}"
-            : JsonMatch.FirstDifference(expected.RequestBody, body, relativePath);
+            : JsonMatch.FirstDifference(expected.RequestBody, body, api);
 
     Reply Play(HttpRequestReader.Request request, int index)
     {

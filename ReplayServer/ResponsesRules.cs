@@ -23,7 +23,8 @@ using System.Threading.Tasks;
 
 namespace ToolCall;
 
-/// <summary>POST /responses: OpenAI's error shape, named stream events, the history in `input`, and ResponsesRules.</summary>
+/// <summary>POST /responses: OpenAI's error shape, named stream events, the history in `input`, ResponsesRules, and
+/// how JsonMatch reads its requests.</summary>
 sealed class ServedResponsesApi : ServedApi
 {
     public override string Path => "/responses";
@@ -36,6 +37,40 @@ sealed class ServedResponsesApi : ServedApi
 
     public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
         ResponsesRules.FirstViolation(request);
+
+    // The documented defaults of the request's top-level fields: CreateResponse in the OpenAPI spec (where `store`
+    // defaults to true, unlike Chat Completions).
+    static readonly Dictionary<string, JsonNode> Defaults = new()
+    {
+        ["temperature"] = 1,
+        ["top_p"] = 1,
+        ["stream"] = false,
+        ["store"] = true,
+        ["background"] = false,
+        ["truncation"] = "disabled",
+        ["parallel_tool_calls"] = true,
+        ["service_tier"] = "auto",
+    };
+
+    public override IReadOnlyDictionary<string, JsonNode> TopLevelDefaults => Defaults;
+
+    /// <summary>With tools, the model decides: "auto"; without, "none".</summary>
+    public override bool ToolChoiceIsTheDefault(JsonNode value, bool withTools) => Json.String(value) == (withTools ? "auto" : "none");
+
+    /// <summary>An input message's "type": "message", which the OpenAI .NET SDK sends on every input message. Not a
+    /// function's "strict": left out, it is not false here.</summary>
+    public override bool ReadsAsAbsent(string path, string key, JsonNode value, JsonObject owner) =>
+        // An input message's type can only be "message" (EasyInputMessage: "Always `message`"), so saying it changes
+        // nothing.
+        key == "type" && IsItem(path, "$.input") && owner["role"] is not null && Json.String(value) == "message";
+
+    /// <summary>An input message's `content`, whose text part is "input_text" ("output_text" in an assistant one).</summary>
+    public override string? TextPartType(string path, string key, JsonObject owner) =>
+        key == "content" && IsItem(path, "$.input") ? (Json.String(owner["role"]) == "assistant" ? "output_text" : "input_text") : null;
+
+    /// <summary>A function_call_output's `output`.</summary>
+    public override bool IsToolResult(string key, JsonObject owner) =>
+        key == "output" && Json.String(owner["type"]) == "function_call_output";
 }
 
 /// <summary>

@@ -57,4 +57,31 @@ abstract class ServedApi
     /// <summary>The first rule of this API that the request breaks, as the API answers it (a body in its error shape),
     /// or null when it breaks none.</summary>
     public abstract JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers);
+
+    // What JsonMatch asks, to read a request as this API reads it: a field at its default equals its absence, a text
+    // content equals the one text part it stands for, and a tool result JSON-quoted is named as such.
+
+    /// <summary>The documented defaults of the request's top-level fields: sending one is the same request as leaving
+    /// it out. tool_choice's default depends on `tools`, so it is not here (see ToolChoiceIsTheDefault).</summary>
+    public abstract IReadOnlyDictionary<string, JsonNode> TopLevelDefaults { get; }
+
+    /// <summary>Whether a top-level tool_choice of `value` is what the API does when none is sent, with or without
+    /// tools.</summary>
+    public abstract bool ToolChoiceIsTheDefault(JsonNode value, bool withTools);
+
+    /// <summary>Whether `owner[key]`, the non-null `value` at `path` below the top level ("$.messages[1]"), means
+    /// nothing more than its absence. None does, unless the API says so.</summary>
+    public virtual bool ReadsAsAbsent(string path, string key, JsonNode value, JsonObject owner) => false;
+
+    /// <summary>When `owner[key]` at `path` is a text content, the type of the one text part that a string stands
+    /// for there ("text"); else null.</summary>
+    public abstract string? TextPartType(string path, string key, JsonObject owner);
+
+    /// <summary>Whether `owner[key]` is the result of a tool call, in this API's place for it.</summary>
+    public abstract bool IsToolResult(string key, JsonObject owner);
+
+    /// <summary>Whether `path` is "{array}[N]{then}", an item of that array (or a field of it).</summary>
+    protected static bool IsItem(string path, string array, string then = "") =>
+        path.StartsWith(array + "[", StringComparison.Ordinal) && path.EndsWith("]" + then, StringComparison.Ordinal) &&
+        path.Length > array.Length + 2 + then.Length && path[(array.Length + 1)..^(then.Length + 1)].All(char.IsAsciiDigit);
 }
