@@ -85,3 +85,12 @@ abstract class ServedApi
         path.StartsWith(array + "[", StringComparison.Ordinal) && path.EndsWith("]" + then, StringComparison.Ordinal) &&
         path.Length > array.Length + 2 + then.Length && path[(array.Length + 1)..^(then.Length + 1)].All(char.IsAsciiDigit);
 }
+
+/// <summary>The cassette's question, for the command line, the benchmarks and the tests; the server never needs it.</summary>
+static class CassetteQuestion
+{
+    /// <summary>The first user message of the first recorded request, read where the API it was recorded from keeps
+    /// the history; null when no API is served at its path.</summary>
+    public static string? FirstQuestion(this Cassette cassette) =>
+        ServedApi.At(cassette.Interactions[0].Path) is ServedApi api ? cassette.FirstQuestion(api.HistoryField) : null;
+}

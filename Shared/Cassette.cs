@@ -197,10 +197,10 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
         return headers;
     }
 
-    /// <summary>The first user message of the first recorded request (in `messages`, or the Responses API's `input`):
-    /// the question the cassette answers.</summary>
-    public string? FirstQuestion() =>
-        (Json.At(Interactions[0].RequestBody, "messages") as JsonArray ?? Json.At(Interactions[0].RequestBody, "input") as JsonArray)?
+    /// <summary>The first user message of the first recorded request, in its `historyField` (the API's: "messages",
+    /// or the Responses API's "input"): the question the cassette answers.</summary>
+    public string? FirstQuestion(string historyField) =>
+        (Json.At(Interactions[0].RequestBody, historyField) as JsonArray)?
             .Select(m => Json.String(Json.At(m, "role")) == "user" ? Json.String(Json.At(m, "content")) : null)
             .FirstOrDefault(text => text is not null);
 
