@@ -1,4 +1,4 @@
-// AnthropicRules.cs: the rules the Anthropic Messages API enforces on a request, as the replay server checks them.
+// AnthropicRules.cs: the Anthropic Messages API as the replay server serves it, and the rules it enforces on a request.
 
 using System;
 using System.Buffers;
@@ -22,6 +22,46 @@ using System.Threading;
 using System.Threading.Tasks;
 
 namespace ToolCall;
+
+/// <summary>POST /messages, Anthropic's Messages API: its own error shape, named stream events, the history in
+/// `messages`, AnthropicRules (which read the headers too), and how JsonMatch reads its requests.</summary>
+sealed class ServedMessagesApi : ServedApi
+{
+    public override string Path => "/messages";
+
+    public override string HistoryField => "messages";
+
+    public override bool NamesEvents => true; // each event after an `event:` line with its "type"
+
+    /// <summary>The Messages API's shape has no `code`.</summary>
+    public override JsonObject Error(string message, string? code = null) => AnthropicError.Create(message);
+
+    public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
+        AnthropicRules.FirstViolation(request, headers);
+
+    // The documented defaults of the request's top-level fields: Anthropic's API reference ("temperature … Defaults to
+    // 1.0"; a reply is streamed only when asked).
+    static readonly Dictionary<string, JsonNode> Defaults = new()
+    {
+        ["temperature"] = 1,
+        ["stream"] = false,
+    };
+
+    public override IReadOnlyDictionary<string, JsonNode> TopLevelDefaults => Defaults;
+
+    /// <summary>With tools, the model decides: {"type":"auto"}. Without tools there is no default to match.</summary>
+    public override bool ToolChoiceIsTheDefault(JsonNode value, bool withTools) =>
+        withTools && value is JsonObject { Count: 1 } choice && Json.String(choice["type"]) == "auto";
+
+    /// <summary>A message's `content` and a tool_result block's: a string, or blocks, of which a "text" one stands
+    /// for the string.</summary>
+    public override string? TextPartType(string path, string key, JsonObject owner) =>
+        key == "content" && (IsItem(path, "$.messages") || Json.String(owner["type"]) == "tool_result") ? "text" : null;
+
+    /// <summary>A tool_result block's `content`.</summary>
+    public override bool IsToolResult(string key, JsonObject owner) =>
+        key == "content" && Json.String(owner["type"]) == "tool_result";
+}
 
 /// <summary>The Messages API's error shape: {"type":"error","error":{"type":"invalid_request_error","message"}}.</summary>
 static class AnthropicError

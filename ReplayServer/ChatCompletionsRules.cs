@@ -1,4 +1,4 @@
-// ChatCompletionsRules.cs: the rules the Chat Completions API enforces on a request, as the replay server checks them.
+// ChatCompletionsRules.cs: the Chat Completions API as the replay server serves it, and the rules it enforces on a request.
 
 using System;
 using System.Buffers;
@@ -22,6 +22,60 @@ using System.Threading;
 using System.Threading.Tasks;
 
 namespace ToolCall;
+
+/// <summary>POST /chat/completions: OpenAI's error shape, unnamed stream events, the history in `messages`, the
+/// request rules then the history rules, and how JsonMatch reads its requests.</summary>
+sealed class ServedChatCompletionsApi : ServedApi
+{
+    public override string Path => "/chat/completions";
+
+    public override string HistoryField => "messages";
+
+    public override bool NamesEvents => false;
+
+    public override JsonObject Error(string message, string? code = null) => ApiError.Create(message, code: code);
+
+    public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
+        RequestRules.FirstViolation(request) ?? HistoryRules.FirstViolation(request);
+
+    // The documented defaults of the request's top-level fields: CreateChatCompletionRequest in the OpenAPI spec.
+    static readonly Dictionary<string, JsonNode> Defaults = new()
+    {
+        ["temperature"] = 1,
+        ["top_p"] = 1,
+        ["n"] = 1,
+        ["frequency_penalty"] = 0,
+        ["presence_penalty"] = 0,
+        ["stream"] = false,
+        ["logprobs"] = false,
+        ["store"] = false,
+        ["parallel_tool_calls"] = true,
+        ["service_tier"] = "auto",
+    };
+
+    public override IReadOnlyDictionary<string, JsonNode> TopLevelDefaults => Defaults;
+
+    /// <summary>With tools, the model decides: "auto"; without, "none".</summary>
+    public override bool ToolChoiceIsTheDefault(JsonNode value, bool withTools) => Json.String(value) == (withTools ? "auto" : "none");
+
+    /// <summary>A function's "strict": false, and an empty `annotations` on a message: the OpenAI .NET SDK echoes an
+    /// assistant message without its `annotations`, openai-node with them.</summary>
+    public override bool ReadsAsAbsent(string path, string key, JsonNode value, JsonObject owner)
+    {
+        if (key == "strict" && IsItem(path, "$.tools", then: ".function"))
+            return value.GetValueKind() == JsonValueKind.False; // Chat Completions' FunctionObject.strict defaults to false
+        // `annotations` (citations) belong to the response's message; a request message has no such field
+        // (ChatCompletionRequestAssistantMessage), so an echoed empty one is the same as none. Real citations differ.
+        return key == "annotations" && IsItem(path, "$.messages") && value is JsonArray { Count: 0 };
+    }
+
+    /// <summary>A message's `content`: a string, or parts, of which a "text" one stands for the string.</summary>
+    public override string? TextPartType(string path, string key, JsonObject owner) =>
+        key == "content" && IsItem(path, "$.messages") ? "text" : null;
+
+    /// <summary>A tool message's `content`.</summary>
+    public override bool IsToolResult(string key, JsonObject owner) => key == "content" && Json.String(owner["role"]) == "tool";
+}
 
 /// <summary>
 /// The rules the real API enforces on `tools`, `tool_choice`, `parallel_tool_calls` and `stream_options`, checked on every request

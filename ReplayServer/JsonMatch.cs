@@ -29,17 +29,23 @@ namespace ToolCall;
 /// they contain, a field at the API's default equals its absence (see ReadsAsAbsent), a message's text content
 /// equals the one text part it stands for (see AsText), and the top-level `model` is ignored (choose any model when
 /// you replay). What the model would read differently still differs: a tool result sent JSON-quoted is named as such.
+/// This class knows JSON; which fields are defaults, text contents or tool results it asks the ServedApi.
 /// </summary>
 static class JsonMatch
 {
     static readonly HashSet<string> IgnoredTopLevelFields = ["model"];
 
-    /// <summary>Null when they match, else "$.path: expected X, got Y" for the first difference. `endpoint` (the
-    /// path of the request, "/chat/completions", "/responses" or "/messages") says whose defaults apply.</summary>
-    public static string? FirstDifference(JsonNode? expected, JsonNode? actual, string endpoint = "/chat/completions") =>
-        Difference(expected, actual, "$", endpoint);
+    /// <summary>Null when they match, else "$.path: expected X, got Y" for the first difference. `api` (the API
+    /// served at the request's path) says whose defaults apply; with none (a path no API is served at), the bodies
+    /// are read as plain JSON.</summary>
+    public static string? FirstDifference(JsonNode? expected, JsonNode? actual, ServedApi? api) =>
+        Difference(expected, actual, "$", api);
 
-    static string? Difference(JsonNode? expected, JsonNode? actual, string path, string endpoint)
+    /// <summary>The same, for the API served at `endpoint` ("/chat/completions", "/responses" or "/messages").</summary>
+    public static string? FirstDifference(JsonNode? expected, JsonNode? actual, string endpoint = "/chat/completions") =>
+        FirstDifference(expected, actual, ServedApi.At(endpoint));
+
+    static string? Difference(JsonNode? expected, JsonNode? actual, string path, ServedApi? api)
     {
         if (IsNull(expected) && IsNull(actual))
             return null;
@@ -48,15 +54,15 @@ static class JsonMatch
             foreach (string key in expectedObject.Select(p => p.Key).Union(actualObject.Select(p => p.Key)))
             {
                 if (path == "$" && IgnoredTopLevelFields.Contains(key) ||
-                    ReadsAsAbsent(path, key, expectedObject, endpoint) && ReadsAsAbsent(path, key, actualObject, endpoint))
+                    ReadsAsAbsent(path, key, expectedObject, api) && ReadsAsAbsent(path, key, actualObject, api))
                     continue;
                 string at = $"{path}.{key}";
-                JsonNode? expectedValue = AsText(path, key, expectedObject), actualValue = AsText(path, key, actualObject);
+                JsonNode? expectedValue = AsText(path, key, expectedObject, api), actualValue = AsText(path, key, actualObject, api);
                 string? difference = key switch
                 {
-                    "arguments" => ArgumentsDifference(expectedValue, actualValue, at, endpoint),
-                    _ when IsToolResult(key, actualObject) => ToolResultDifference(expectedValue, actualValue, at, endpoint),
-                    _ => Difference(expectedValue, actualValue, at, endpoint),
+                    "arguments" => ArgumentsDifference(expectedValue, actualValue, at, api),
+                    _ when api?.IsToolResult(key, actualObject) == true => ToolResultDifference(expectedValue, actualValue, at, api),
+                    _ => Difference(expectedValue, actualValue, at, api),
                 };
                 if (difference is not null)
                     return difference;
@@ -67,7 +73,7 @@ static class JsonMatch
         {
             for (int i = 0; i < Math.Min(expectedArray.Count, actualArray.Count); i++)
             {
-                if (Difference(expectedArray[i], actualArray[i], $"{path}[{i}]", endpoint) is string difference)
+                if (Difference(expectedArray[i], actualArray[i], $"{path}[{i}]", api) is string difference)
                     return difference;
             }
             return expectedArray.Count == actualArray.Count
@@ -77,116 +83,50 @@ static class JsonMatch
         return ValuesEqual(expected, actual) ? null : $"{path}: expected {Show(expected)}, got {Show(actual)}";
     }
 
-    static string? ArgumentsDifference(JsonNode? expected, JsonNode? actual, string path, string endpoint)
+    static string? ArgumentsDifference(JsonNode? expected, JsonNode? actual, string path, ServedApi? api)
     {
         JsonNode? Parsed(JsonNode? node) => Json.String(node) is string text ? Json.TryParse(text) ?? node : node;
-        return Difference(Parsed(expected), Parsed(actual), path, endpoint) is null ? null : $"{path}: expected {Show(expected)}, got {Show(actual)}";
+        return Difference(Parsed(expected), Parsed(actual), path, api) is null ? null : $"{path}: expected {Show(expected)}, got {Show(actual)}";
     }
 
-    // Each API's documented defaults for the request's top-level fields: sending one is the same request as leaving it
-    // out. Chat Completions: CreateChatCompletionRequest in the OpenAPI spec. Responses: CreateResponse in the same
-    // spec (where `store` defaults to true). Messages: Anthropic's API reference ("temperature … Defaults to 1.0"; a
-    // reply is streamed only when asked). tool_choice's default depends on `tools`; see ReadsAsAbsent.
-    static readonly Dictionary<string, Dictionary<string, JsonNode>> TopLevelDefaults = new()
-    {
-        ["/chat/completions"] = new()
-        {
-            ["temperature"] = 1,
-            ["top_p"] = 1,
-            ["n"] = 1,
-            ["frequency_penalty"] = 0,
-            ["presence_penalty"] = 0,
-            ["stream"] = false,
-            ["logprobs"] = false,
-            ["store"] = false,
-            ["parallel_tool_calls"] = true,
-            ["service_tier"] = "auto",
-        },
-        ["/responses"] = new()
-        {
-            ["temperature"] = 1,
-            ["top_p"] = 1,
-            ["stream"] = false,
-            ["store"] = true,
-            ["background"] = false,
-            ["truncation"] = "disabled",
-            ["parallel_tool_calls"] = true,
-            ["service_tier"] = "auto",
-        },
-        ["/messages"] = new()
-        {
-            ["temperature"] = 1,
-            ["stream"] = false,
-        },
-    };
-
     /// <summary>
-    /// Whether `owner[key]` reads as if it were not there: null, a request field at its default, a message's empty
-    /// `annotations`, or a Responses input message's "type": "message". SDKs differ exactly there:
-    /// Microsoft.Extensions.AI sends tool_choice "auto", the OpenAI .NET SDK echoes an assistant message without its
-    /// `annotations` (openai-node with them) and types every input message.
+    /// Whether `owner[key]` reads as if it were not there: null, a top-level field at the API's documented default
+    /// (tool_choice's depends on `tools`), or what the API says reads as absent below the top level. SDKs differ
+    /// exactly there: Microsoft.Extensions.AI sends tool_choice "auto", the OpenAI .NET SDK echoes an assistant message
+    /// without its `annotations` (openai-node with them) and types every input message.
     /// </summary>
-    static bool ReadsAsAbsent(string path, string key, JsonObject owner, string endpoint)
+    static bool ReadsAsAbsent(string path, string key, JsonObject owner, ServedApi? api)
     {
         if (owner[key] is not JsonNode value || value.GetValueKind() == JsonValueKind.Null)
             return true;
+        if (api is null)
+            return false;
         if (path == "$")
             return key == "tool_choice"
-                ? ToolChoiceIsTheDefault(value, owner["tools"] is JsonArray { Count: > 0 }, endpoint)
-                : TopLevelDefaults.GetValueOrDefault(endpoint)?.TryGetValue(key, out JsonNode? standard) == true && ValuesEqual(standard, value);
-        if (key == "strict" && IsItem(path, "$.tools", then: ".function"))
-            return value.GetValueKind() == JsonValueKind.False; // Chat Completions' FunctionObject.strict defaults to false
-        // An input message's type can only be "message" (EasyInputMessage: "Always `message`"), so saying it changes
-        // nothing.
-        if (key == "type" && IsItem(path, "$.input") && owner["role"] is not null)
-            return Json.String(value) == "message";
-        // `annotations` (citations) belong to the response's message; a request message has no such field
-        // (ChatCompletionRequestAssistantMessage), so an echoed empty one is the same as none. Real citations differ.
-        return key == "annotations" && IsItem(path, "$.messages") && value is JsonArray { Count: 0 };
+                ? api.ToolChoiceIsTheDefault(value, owner["tools"] is JsonArray { Count: > 0 })
+                : api.TopLevelDefaults.TryGetValue(key, out JsonNode? standard) && ValuesEqual(standard, value);
+        return api.ReadsAsAbsent(path, key, value, owner);
     }
 
-    /// <summary>With tools, the model decides: "auto" (the Messages API: {"type":"auto"}); without, "none".</summary>
-    static bool ToolChoiceIsTheDefault(JsonNode value, bool withTools, string endpoint) => endpoint == "/messages"
-        ? withTools && value is JsonObject { Count: 1 } choice && Json.String(choice["type"]) == "auto"
-        : Json.String(value) == (withTools ? "auto" : "none");
-
-    /// <summary>Whether `path` is "{array}[N]{then}", an item of that array (or a field of it).</summary>
-    static bool IsItem(string path, string array, string then = "") =>
-        path.StartsWith(array + "[", StringComparison.Ordinal) && path.EndsWith("]" + then, StringComparison.Ordinal) &&
-        path.Length > array.Length + 2 + then.Length && path[(array.Length + 1)..^(then.Length + 1)].All(char.IsAsciiDigit);
-
     /// <summary>
-    /// A message's `content` (and a tool_result block's) as the text it stands for: a string is shorthand for one text
-    /// part, so [{"type":"text","text":"Hi"}] reads as "Hi" (the part is "input_text" in a Responses input message,
-    /// "output_text" in an assistant one). The OpenAI .NET SDK sends the question as such a part; other values stay.
+    /// `owner[key]` as the text it stands for, when the API says it is a text content (see ServedApi.TextPartType): a
+    /// string is shorthand for one text part, so [{"type":"text","text":"Hi"}] reads as "Hi". The OpenAI .NET SDK
+    /// sends the question as such a part; other values stay.
     /// </summary>
-    static JsonNode? AsText(string path, string key, JsonObject owner)
+    static JsonNode? AsText(string path, string key, JsonObject owner, ServedApi? api)
     {
         JsonNode? value = owner[key];
-        string? partType = key != "content" ? null
-            : IsItem(path, "$.input") ? (Json.String(owner["role"]) == "assistant" ? "output_text" : "input_text")
-            : IsItem(path, "$.messages") || Json.String(owner["type"]) == "tool_result" ? "text"
-            : null;
-        if (partType is null || value is not JsonArray { Count: 1 } parts || parts[0] is not JsonObject part)
+        if (api?.TextPartType(path, key, owner) is not string partType || value is not JsonArray { Count: 1 } parts || parts[0] is not JsonObject part)
             return value;
         bool onlyText = part.All(field => field.Key is "type" or "text" || IsNull(field.Value));
         return onlyText && Json.String(part["type"]) == partType && part["text"] is JsonValue text && Json.String(text) is not null ? text : value;
     }
 
-    /// <summary>The result of a tool call, in each API's place for it: a tool message's `content`, a
-    /// function_call_output's `output`, a tool_result block's `content`.</summary>
-    static bool IsToolResult(string key, JsonObject owner) => key switch
-    {
-        "content" => Json.String(owner["role"]) == "tool" || Json.String(owner["type"]) == "tool_result",
-        "output" => Json.String(owner["type"]) == "function_call_output",
-        _ => false,
-    };
-
     /// <summary>A tool result the model would read differently is a difference, and the commonest one is named: a
     /// string serialized once more as JSON ("\"It's ...\""), the default of some libraries for a string result.</summary>
-    static string? ToolResultDifference(JsonNode? expected, JsonNode? actual, string path, string endpoint)
+    static string? ToolResultDifference(JsonNode? expected, JsonNode? actual, string path, ServedApi? api)
     {
-        if (Difference(expected, actual, path, endpoint) is not string difference)
+        if (Difference(expected, actual, path, api) is not string difference)
             return null;
         bool quoted = Json.String(actual) is string text && Json.String(Json.TryParse(text)) is string unquoted &&
                       unquoted == Json.String(expected);

@@ -195,6 +195,7 @@ sealed class ReplayServer : IAsyncDisposable
                 $"Unknown request URL: {request.Method} {path}. Please check the URL for typos, or see the docs at https://platform.openai.com/docs/api-reference/.",
                 code: "unknown_url"), $"not under {BasePath}");
         string relativePath = path[BasePath.Length..];
+        ServedApi? api = ServedApi.At(relativePath);
 
         JsonNode? body;
         try
@@ -203,61 +204,59 @@ sealed class ReplayServer : IAsyncDisposable
         }
         catch (JsonException)
         {
-            return Log(request, 400, ErrorBody(relativePath,
+            return Log(request, 400, ErrorBody(api,
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. " +
                 "The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"), "body is not JSON");
         }
-        if (request.Method == "POST" && relativePath is "/chat/completions" or "/responses" or "/messages")
+        if (request.Method == "POST" && api is not null)
         {
             if (body is not JsonObject apiRequest)
-                return Log(request, 400, ErrorBody(relativePath, "The request body must be a JSON object."), "body is not an object");
-            JsonObject? violation = relativePath switch
-            {
-                "/responses" => ResponsesRules.FirstViolation(apiRequest),
-                "/messages" => AnthropicRules.FirstViolation(apiRequest, request.Headers),
-                _ => RequestRules.FirstViolation(apiRequest) ?? HistoryRules.FirstViolation(apiRequest),
-            };
-            if (violation is not null)
+                return Log(request, 400, ErrorBody(api, "The request body must be a JSON object."), "body is not an object");
+            if (api.FirstViolation(apiRequest, request.Headers) is JsonObject violation)
                 return Log(request, 400, violation, "rule: " + Json.String(Json.At(violation, "error", "message")));
         }
 
         lock (gate)
-            return cassette.MatchByContent ? PlayMatching(request, relativePath, body) : PlayNext(request, relativePath, body);
+            return cassette.MatchByContent ? PlayMatching(request, relativePath, api, body) : PlayNext(request, relativePath, api, body);
     }
 
     /// <summary>"match": "order" (the default): the request must be the next interaction's.</summary>
-    Reply PlayNext(HttpRequestReader.Request request, string relativePath, JsonNode? body)
+    Reply PlayNext(HttpRequestReader.Request request, string relativePath, ServedApi? api, JsonNode? body)
     {
         int index = next;
         string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
-        if (Difference(cassette.Interactions[index], request.Method, relativePath, body) is string difference)
-            return Mismatch(request, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
+        if (Difference(cassette.Interactions[index], request.Method, relativePath, api, body) is string difference)
+            return Mismatch(request, api, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
         next = (index + 1) % cassette.Interactions.Count;
         return Play(request, index);
     }
 
     /// <summary>"match": "content": the first interaction whose request this is, whatever came before.</summary>
-    Reply PlayMatching(HttpRequestReader.Request request, string relativePath, JsonNode? body)
+    Reply PlayMatching(HttpRequestReader.Request request, string relativePath, ServedApi? api, JsonNode? body)
     {
         IReadOnlyList<Interaction> all = cassette.Interactions;
         for (int i = 0; i < all.Count; i++)
         {
-            if (Difference(all[i], request.Method, relativePath, body) is null)
+            if (Difference(all[i], request.Method, relativePath, api, body) is null)
                 return Play(request, i);
         }
-        // Show how it differs from the interaction with as many messages (input items, for the Responses API), the
+        // Show how it differs from the interaction with a history as long (as many messages, or input items), the
         // likeliest one meant.
-        static int? Length(JsonNode? body) => ((Json.At(body, "messages") ?? Json.At(body, "input")) as JsonArray)?.Count;
-        int? count = Length(body);
-        int closest = Math.Max(0, all.ToList().FindIndex(i => Length(i.RequestBody) == count));
-        string difference = $"no interaction matches; interaction {closest + 1} of {all.Count} differs at {Difference(all[closest], request.Method, relativePath, body)}";
-        return Mismatch(request, $"Replay mismatch: {difference}", $"mismatch: {difference}");
+        int? count = HistoryLength(body, api);
+        int closest = Math.Max(0, all.ToList().FindIndex(i => HistoryLength(i.RequestBody, ServedApi.At(i.Path)) == count));
+        string difference = $"no interaction matches; interaction {closest + 1} of {all.Count} differs at {Difference(all[closest], request.Method, relativePath, api, body)}";
+        return Mismatch(request, api, $"Replay mismatch: {difference}", $"mismatch: {difference}");
     }
 
-    static string? Difference(Interaction expected, string method, string relativePath, JsonNode? body) =>
+    /// <summary>How many items the request's history holds, in the field where its API keeps it; null when it has none
+    /// (or no API is served at its path).</summary>
+    static int? HistoryLength(JsonNode? body, ServedApi? api) =>
+        api is null ? null : (Json.At(body, api.HistoryField) as JsonArray)?.Count;
+
+    static string? Difference(Interaction expected, string method, string relativePath, ServedApi? api, JsonNode? body) =>
         method != expected.Method || relativePath != expected.Path
             ? $"expected {expected.Method} {expected.Path}, got {method} {relativePath}"
-            : JsonMatch.FirstDifference(expected.RequestBody, body, relativePath);
+            : JsonMatch.FirstDifference(expected.RequestBody, body, api);
 
     Reply Play(HttpRequestReader.Request request, int index)
     {
@@ -267,16 +266,17 @@ sealed class ReplayServer : IAsyncDisposable
     }
 
     /// <summary>400, not a status that clients retry: a mismatch will not go away by sending the request again.</summary>
-    Reply Mismatch(HttpRequestReader.Request request, string message, string note)
+    Reply Mismatch(HttpRequestReader.Request request, ServedApi? api, string message, string note)
     {
         Interlocked.Increment(ref mismatches);
-        return Log(request, 400, ErrorBody(request.Path.Split('?')[0],
+        return Log(request, 400, ErrorBody(api,
             $"{message}. The request differs from the one recorded in the cassette.", code: "replay_mismatch"), note);
     }
 
-    /// <summary>An error in the shape of the API the path belongs to: Anthropic's for /messages, OpenAI's otherwise.</summary>
-    static JsonObject ErrorBody(string path, string message, string? code = null) =>
-        path.EndsWith("/messages", StringComparison.Ordinal) ? AnthropicError.Create(message) : ApiError.Create(message, code: code);
+    /// <summary>An error in the shape of the API served at the request's path; on a path that none is served at,
+    /// OpenAI's, the shape of the server's own errors (such as its 404).</summary>
+    static JsonObject ErrorBody(ServedApi? api, string message, string? code = null) =>
+        api?.Error(message, code) ?? ApiError.Create(message, code: code);
 
     Reply Log(HttpRequestReader.Request request, int status, JsonNode? body, string note)
     {
@@ -332,9 +332,10 @@ sealed class ReplayServer : IAsyncDisposable
     /// <summary>
     /// A streamed response, sent as the API sends one: text/event-stream, each event flushed on its own as one chunk
     /// of a chunked body (its length is not known in advance). A JSON object goes out as `data: {…}` on one line, a
-    /// string (such as "[DONE]") as it is, one `data:` line per line of it, and a blank line ends each event; for the
-    /// Responses and Messages APIs, after an `event:` line naming it (see ServerSentEvents.Format). Of the faults,
-    /// delay_ms waits before the head and close_after_bytes cuts the events off after that many bytes.
+    /// string (such as "[DONE]") as it is, one `data:` line per line of it, and a blank line ends each event; for an
+    /// API that names its events (the Responses and Messages APIs), after an `event:` line naming it (see
+    /// ServerSentEvents.Format). Of the faults, delay_ms waits before the head and close_after_bytes cuts the events
+    /// off after that many bytes.
     /// </summary>
     async Task<bool> WriteEventStreamAsync(Stream stream, int status, Interaction played, bool keepAlive, CancellationToken cancellationToken)
     {
@@ -352,7 +353,7 @@ sealed class ReplayServer : IAsyncDisposable
         await stream.FlushAsync(cancellationToken);
 
         JsonArray events = played.ResponseEvents!;
-        bool named = played.Path is "/responses" or "/messages"; // these two APIs name each event in an `event:` line
+        bool named = ServedApi.At(played.Path)?.NamesEvents == true;
         int left = fault.CloseAfterBytes ?? int.MaxValue;
         for (int i = 0; i < events.Count; i++)
         {

@@ -1,4 +1,4 @@
-// ResponsesRules.cs: the rules the Responses API enforces on a request, as the replay server checks them.
+// ResponsesRules.cs: the Responses API as the replay server serves it, and the rules it enforces on a request.
 
 using System;
 using System.Buffers;
@@ -22,6 +22,56 @@ using System.Threading;
 using System.Threading.Tasks;
 
 namespace ToolCall;
+
+/// <summary>POST /responses: OpenAI's error shape, named stream events, the history in `input`, ResponsesRules, and
+/// how JsonMatch reads its requests.</summary>
+sealed class ServedResponsesApi : ServedApi
+{
+    public override string Path => "/responses";
+
+    public override string HistoryField => "input";
+
+    public override bool NamesEvents => true; // each event after an `event:` line with its "type"
+
+    public override JsonObject Error(string message, string? code = null) => ApiError.Create(message, code: code);
+
+    public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
+        ResponsesRules.FirstViolation(request);
+
+    // The documented defaults of the request's top-level fields: CreateResponse in the OpenAPI spec (where `store`
+    // defaults to true, unlike Chat Completions).
+    static readonly Dictionary<string, JsonNode> Defaults = new()
+    {
+        ["temperature"] = 1,
+        ["top_p"] = 1,
+        ["stream"] = false,
+        ["store"] = true,
+        ["background"] = false,
+        ["truncation"] = "disabled",
+        ["parallel_tool_calls"] = true,
+        ["service_tier"] = "auto",
+    };
+
+    public override IReadOnlyDictionary<string, JsonNode> TopLevelDefaults => Defaults;
+
+    /// <summary>With tools, the model decides: "auto"; without, "none".</summary>
+    public override bool ToolChoiceIsTheDefault(JsonNode value, bool withTools) => Json.String(value) == (withTools ? "auto" : "none");
+
+    /// <summary>An input message's "type": "message", which the OpenAI .NET SDK sends on every input message. Not a
+    /// function's "strict": left out, it is not false here.</summary>
+    public override bool ReadsAsAbsent(string path, string key, JsonNode value, JsonObject owner) =>
+        // An input message's type can only be "message" (EasyInputMessage: "Always `message`"), so saying it changes
+        // nothing.
+        key == "type" && IsItem(path, "$.input") && owner["role"] is not null && Json.String(value) == "message";
+
+    /// <summary>An input message's `content`, whose text part is "input_text" ("output_text" in an assistant one).</summary>
+    public override string? TextPartType(string path, string key, JsonObject owner) =>
+        key == "content" && IsItem(path, "$.input") ? (Json.String(owner["role"]) == "assistant" ? "output_text" : "input_text") : null;
+
+    /// <summary>A function_call_output's `output`.</summary>
+    public override bool IsToolResult(string key, JsonObject owner) =>
+        key == "output" && Json.String(owner["type"]) == "function_call_output";
+}
 
 /// <summary>
 /// The rules the Responses API enforces, checked on every POST /responses: on `tools` and `tool_choice` as for Chat

@@ -197,8 +197,8 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
         return headers;
     }
 
-    /// <summary>The first user message of the first recorded request, in its history (`historyField`: "messages", or
-    /// the Responses API's "input"): the question the cassette answers.</summary>
+    /// <summary>The first user message of the first recorded request, in its `historyField` (the API's: "messages",
+    /// or the Responses API's "input"): the question the cassette answers.</summary>
     public string? FirstQuestion(string historyField) =>
         (Json.At(Interactions[0].RequestBody, historyField) as JsonArray)?
             .Select(m => Json.String(Json.At(m, "role")) == "user" ? Json.String(Json.At(m, "content")) : null)
