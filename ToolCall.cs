@@ -7,16 +7,11 @@
 //           to the history FIRST, then one role:"tool" message per call with its tool_call_id and the result.
 //   Step 4  Send the history again. The model answers with text, or asks for more tools (back to step 2, with a limit).
 //
-// This file is the whole idea, and it stands alone: copy it into any .NET project and call ToolCalling.RunAsync
-// (README.md, "Use it in your app"). Read it top to bottom: your functions, the four steps, the one HTTP call they
-// make. Only the .NET base class library: HttpClient and System.Text.Json.Nodes.
-//
-// The program around it (./run.sh) runs this very RunAsync. What it adds lives next door, one purpose a file, and
-// plugs in where this file leaves a seam: the step log is FlowOptions.Log, checking the model's arguments against the
-// schema is Tool.CheckArguments (Client/ArgumentChecks.cs), and retries, timeouts, streaming, recording and --trace
-// are a ChatClient whose PostAsync does more (Client/ResilientChatClient.cs, Client/Streaming.cs). The same four
-// steps on the OpenAI Responses API and the Anthropic Messages API are in Apis/; the replay server that answers
-// offline from recorded responses is in ReplayServer/.
+// This file is the whole idea and stands alone: copy it into any .NET project and call ToolCalling.RunAsync (README.md,
+// "Use it in your app"). Read it top to bottom: your functions, the four steps, the one HTTP call they make. Only the
+// .NET base class library: HttpClient and System.Text.Json.Nodes. The program (./run.sh) runs this very RunAsync and
+// plugs the rest in where this file leaves a seam: FlowOptions.Log, Tool.CheckArguments, and a ChatClient whose
+// PostAsync also retries, streams and records (Client/). The other APIs are in Apis/, the replay server in ReplayServer/.
 
 #nullable enable
 
@@ -34,9 +29,7 @@ using System.Threading.Tasks;
 
 namespace ToolCall;
 
-// =====================================================================================================================
-// Your functions. The model never runs them: it only asks you to, by name, with JSON arguments.
-// =====================================================================================================================
+// ===== Your functions. The model never runs them: it only asks you to, by name, with JSON arguments. =================
 
 /// <summary>A function the model may call: what the model is told (name, description, JSON schema) and your code.</summary>
 /// <param name="Parameters">The JSON schema of the arguments, as the model is shown it.</param>
@@ -122,37 +115,13 @@ public static class DemoTools
                 int days = (int)arguments["days"]!.GetValue<double>();
                 if (days is < 1 or > 7)
                     throw new ArgumentException($"days must be from 1 to 7, not {days}");
-                return GetForecast(
-                    arguments["city"]!.GetValue<string>(),
-                    days,
-                    (string?)arguments["unit"] ?? "celsius",
-                    [.. (arguments["include"] as JsonArray ?? []).Select(item => item!.GetValue<string>())]);
+                string[] include = [.. (arguments["include"] as JsonArray ?? []).Select(item => item!.GetValue<string>())];
+                return GetForecast(arguments["city"]!.GetValue<string>(), days, (string?)arguments["unit"] ?? "celsius", include);
             }),
     ];
 }
 
-// =====================================================================================================================
-// The four steps
-// =====================================================================================================================
-
-/// <summary>
-/// How a flow runs. At their defaults the request fields stay off the request, so the API's defaults apply.
-///   ToolChoice         `tool_choice`: "auto" (the model decides), "none" (answer in text), "required" (call at least
-///                      one tool), or a function's name (call exactly that one).
-///   ParallelToolCalls  false sends `parallel_tool_calls: false`: at most one tool call per reply.
-///   MaxRounds          how many replies that ask for tools are answered before the flow gives up.
-///   Log                the step log: one line for each step, as it happens (null: nothing is logged).
-/// </summary>
-public sealed record FlowOptions
-{
-    public string? ToolChoice { get; init; }
-    public bool ParallelToolCalls { get; init; } = true;
-    public int MaxRounds { get; init; } = 8;
-    public Action<string>? Log { get; init; }
-
-    /// <summary>"required" and a function's name make the model call a tool, on every request that carries them.</summary>
-    public bool ForcesACall => ToolChoice is not (null or "auto" or "none");
-}
+// ===== The four steps ================================================================================================
 
 public static class ToolCalling
 {
@@ -232,7 +201,12 @@ public static class ToolCalling
         var definitions = new JsonArray();
         foreach (Tool tool in tools)
         {
-            var function = new JsonObject { ["name"] = tool.Name, ["description"] = tool.Description, ["parameters"] = tool.Parameters.DeepClone() };
+            var function = new JsonObject
+            {
+                ["name"] = tool.Name,
+                ["description"] = tool.Description,
+                ["parameters"] = tool.Parameters.DeepClone(),
+            };
             if (tool.Strict)
                 function["strict"] = true;
             JsonNode definition = new JsonObject { ["type"] = "function", ["function"] = function };
@@ -396,9 +370,24 @@ public static class ToolCalling
     internal static readonly JsonDocumentOptions StrictParsing = new() { AllowDuplicateProperties = false };
 }
 
-// =====================================================================================================================
-// The HTTP call: one POST of a JSON body to {base}/chat/completions, the JSON response back.
-// =====================================================================================================================
+/// <summary>
+/// How a flow runs. ToolChoice is `tool_choice`: "auto" (the model decides), "none" (text only), "required" (at least
+/// one call) or a function's name (that one); ParallelToolCalls false sends `parallel_tool_calls: false` (one call per
+/// reply at most); left at their defaults, neither is sent. MaxRounds: replies asking for tools answered before the
+/// flow gives up. Log: the step log, a line per step (null: none).
+/// </summary>
+public sealed record FlowOptions
+{
+    public string? ToolChoice { get; init; }
+    public bool ParallelToolCalls { get; init; } = true;
+    public int MaxRounds { get; init; } = 8;
+    public Action<string>? Log { get; init; }
+
+    /// <summary>"required" and a function's name make the model call a tool, on every request that carries them.</summary>
+    public bool ForcesACall => ToolChoice is not (null or "auto" or "none");
+}
+
+// ===== The HTTP call: one POST of a JSON body to {base}/chat/completions, the JSON response back. ====================
 
 /// <summary>
 /// A Chat Completions endpoint: where to send, with which key. PostAsync is the one HTTP call of the four steps. The
@@ -422,19 +411,17 @@ public class ChatClient(HttpClient http, string baseUrl, string? apiKey, string 
             message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
         using HttpResponseMessage response = await http.SendAsync(message, cancellationToken);
         string body = await response.Content.ReadAsStringAsync(cancellationToken);
-        JsonObject? json;
+        if (!response.IsSuccessStatusCode) // the body says why: {"error": {"message", "type", "param", "code"}}
+            throw new FlowException($"HTTP {(int)response.StatusCode} {response.ReasonPhrase}: {body}");
         try
         {
-            json = JsonNode.Parse(body, documentOptions: ToolCalling.StrictParsing) as JsonObject;
+            return JsonNode.Parse(body, documentOptions: ToolCalling.StrictParsing) as JsonObject
+                ?? throw new FlowException($"the response is not a JSON object: {body}");
         }
-        catch (JsonException)
+        catch (JsonException e)
         {
-            json = null;
+            throw new FlowException($"the response is not valid JSON ({e.Message}): {body}");
         }
-        // An error is {"error": {"message", "type", "param", "code"}}: its message says what to fix.
-        if (!response.IsSuccessStatusCode)
-            throw new FlowException($"HTTP {(int)response.StatusCode} {response.ReasonPhrase}: {ToolCalling.Text((json?["error"] as JsonObject)?["message"]) ?? body}");
-        return json ?? throw new FlowException($"the response is not a JSON object: {body[..Math.Min(body.Length, 200)]}");
     }
 }
 

@@ -1,20 +1,4 @@
 // AnthropicApi.cs: the same four steps on the Anthropic Messages API (--api anthropic).
-
-using System;
-using System.Collections.Generic;
-using System.IO;
-using System.Linq;
-using System.Net.Http;
-using System.Text;
-using System.Text.Json;
-using System.Text.Json.Nodes;
-using System.Threading;
-using System.Threading.Tasks;
-
-namespace ToolCall;
-
-// =====================================================================================================================
-// The same four steps on the Anthropic Messages API (--api anthropic)
 //
 // POST {base}/messages, with the key in `x-api-key` (not Authorization) and the API version in `anthropic-version`.
 // The conversation is `messages` again, but a message's content is a list of blocks. What differs, step by step:
@@ -29,7 +13,19 @@ namespace ToolCall;
 // Streamed, the reply is events (message_start, content_block_start, content_block_delta with text_delta or
 // input_json_delta, content_block_stop, message_delta, message_stop; ping and error) that StreamedMessage turns into the
 // same message.
-// =====================================================================================================================
+
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Net.Http;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace ToolCall;
 
 sealed class AnthropicApi : Api
 {
@@ -196,13 +192,13 @@ sealed class AnthropicApi : Api
     public override EventStreamReader NewStreamReader(TextWriter output) => new StreamedMessage(output);
 
     /// <summary>The tool-use options map onto tool_choice (see ToolChoiceValue), with two exceptions.</summary>
-    public override void CheckOptions(Options options)
+    public override void CheckOptions(FlowOptions options, IReadOnlyList<Tool> tools)
     {
-        if (options.Strict)
+        if (tools.Any(tool => tool.Strict))
             throw new UsageException(
                 "--strict is for --api chat and responses: the Anthropic Messages API has strict tool use only as a beta, " +
                 "behind an anthropic-beta header this reference does not send. Run without --strict.");
-        if (options.ToolChoice == "none" && options.NoParallel)
+        if (options.ToolChoice == "none" && !options.ParallelToolCalls)
             throw new UsageException(
                 "--no-parallel does not go with --tool-choice none on --api anthropic: disable_parallel_tool_use is a field " +
                 "of tool_choice, and {\"type\":\"none\"} has no such field (nor any tool call). Drop --no-parallel.");

@@ -70,8 +70,9 @@ abstract class Api
     /// <summary>The usage fields of a reply: the tokens read and the tokens written.</summary>
     public virtual (string Input, string Output) UsageFields => ("input_tokens", "output_tokens");
 
-    /// <summary>Refuses, before anything is sent, the command-line options this API cannot carry.</summary>
-    public virtual void CheckOptions(Options options)
+    /// <summary>Refuses, before anything is sent, what this API cannot carry of the flow's options and tools (a
+    /// UsageException, worded for the command line's options).</summary>
+    public virtual void CheckOptions(FlowOptions options, IReadOnlyList<Tool> tools)
     {
     }
 

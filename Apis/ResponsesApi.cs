@@ -1,17 +1,4 @@
 // ResponsesApi.cs: the same four steps on the OpenAI Responses API (--api responses).
-
-using System.Collections.Generic;
-using System.IO;
-using System.Linq;
-using System.Text;
-using System.Text.Json.Nodes;
-using System.Threading;
-using System.Threading.Tasks;
-
-namespace ToolCall;
-
-// =====================================================================================================================
-// The same four steps on the OpenAI Responses API (--api responses)
 //
 // POST {base}/responses. The conversation is a list of `input` items, and the reply's `output` is a list of items
 // too. What differs from Chat Completions, step by step:
@@ -26,7 +13,16 @@ namespace ToolCall;
 //           is theirs: the API does not send it.)
 // Streamed, the reply is typed events (response.output_item.added, response.function_call_arguments.delta, …) that end
 // with response.completed, not chunks that end with [DONE]; StreamedResponse turns them into the same response.
-// =====================================================================================================================
+
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Text;
+using System.Text.Json.Nodes;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace ToolCall;
 
 sealed class ResponsesApi : Api
 {

@@ -1,4 +1,11 @@
 // Streaming.cs: how a streamed reply (--stream) becomes the same reply object a JSON reply is.
+//
+// With "stream": true the reply comes as server-sent events, each `data:` holding one chat.completion.chunk. Text
+// arrives in pieces (delta.content); each tool call arrives in fragments (delta.tool_calls[]): its id, type and name
+// in the first, then pieces of its `arguments` text, told apart from other calls' pieces by `index`. With
+// stream_options.include_usage the last chunk carries only the usage, and `data: [DONE]` ends the stream.
+// StreamedReply puts the pieces back together into the completion a JSON reply would have been, so the four steps
+// read it unchanged.
 
 using System;
 using System.Collections.Generic;
@@ -10,17 +17,6 @@ using System.Threading;
 using System.Threading.Tasks;
 
 namespace ToolCall;
-
-// =====================================================================================================================
-// Streaming: server-sent events and tool-call fragments (--stream)
-//
-// With "stream": true the reply comes as server-sent events, each `data:` holding one chat.completion.chunk. Text
-// arrives in pieces (delta.content); each tool call arrives in fragments (delta.tool_calls[]): its id, type and name
-// in the first, then pieces of its `arguments` text, told apart from other calls' pieces by `index`. With
-// stream_options.include_usage the last chunk carries only the usage, and `data: [DONE]` ends the stream.
-// StreamedReply puts the pieces back together into the completion a JSON reply would have been, so the four steps
-// read it unchanged.
-// =====================================================================================================================
 
 /// <summary>
 /// What the three APIs' stream readers share: reading the events up to the one that ends a reply, showing the text as

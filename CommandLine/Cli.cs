@@ -1,31 +1,18 @@
 // Cli.cs: the command line: the program's entry point, the demo, and serve.
 
 using System;
-using System.Buffers;
-using System.Collections.Concurrent;
 using System.Collections.Generic;
-using System.Diagnostics;
-using System.Globalization;
 using System.IO;
 using System.Linq;
 using System.Net;
 using System.Net.Http;
-using System.Net.Http.Headers;
 using System.Net.Sockets;
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Text;
-using System.Text.Encodings.Web;
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using System.Threading;
 using System.Threading.Tasks;
 
 namespace ToolCall;
-
-// =====================================================================================================================
-// The command line
-// =====================================================================================================================
 
 static class Cli
 {
@@ -133,11 +120,8 @@ static class Cli
         string model = options.Model ?? NonEmpty(environment(api.ModelVariable)) ?? api.DefaultModel;
         var log = new StepLog(stderr, options.Trace, interactive);
 
-        Tool[] tools = ProgramTools.Create();
+        Tool[] tools = ProgramTools.Create(options.Strict);
         CheckToolChoice(options.ToolChoice, tools);
-        api.CheckOptions(options);
-        if (options.Strict)
-            tools = ProgramTools.Create(strict: true);
         var flowOptions = new FlowOptions
         {
             ToolChoice = options.ToolChoice,
@@ -145,6 +129,7 @@ static class Cli
             MaxRounds = options.MaxRounds,
             Log = log.Info,
         };
+        api.CheckOptions(flowOptions, tools);
         if (options.Strict && !options.NoParallel)
             log.Info("Note: OpenAI documents strict schemas as not compatible with parallel function calls (a parallel call " +
                      "may not match the schema); add --no-parallel to rule them out.");

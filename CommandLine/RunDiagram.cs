@@ -1,31 +1,11 @@
 // RunDiagram.cs: the run as a picture (--diagram): a Mermaid sequence diagram of what was sent and received.
 
-using System;
-using System.Buffers;
-using System.Collections.Concurrent;
 using System.Collections.Generic;
-using System.Diagnostics;
-using System.Globalization;
-using System.IO;
 using System.Linq;
-using System.Net;
-using System.Net.Http;
-using System.Net.Http.Headers;
-using System.Net.Sockets;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Text;
-using System.Text.Encodings.Web;
-using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Threading;
-using System.Threading.Tasks;
 
 namespace ToolCall;
-
-// =====================================================================================================================
-// The run as a picture (--diagram): a Mermaid sequence diagram of what was sent and received, printed after the answer.
-// =====================================================================================================================
 
 /// <summary>
 /// --diagram: the run that just happened as a Mermaid sequence diagram in a ```mermaid block (GitHub renders it): the

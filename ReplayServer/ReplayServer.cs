@@ -1,38 +1,24 @@
 // ReplayServer.cs: an HTTP/1.1 server on loopback that answers from a cassette, so the demo and the tests run offline.
+//
+// A test and demo helper, not part of the four steps. It answers POST /v1/chat/completions (and /v1/responses,
+// /v1/messages) from a cassette, deterministically. Like the real API it keeps connections alive and enforces the
+// rules on tools, tool_choice and the history (with the API's own 400 wording, each API's in its own file behind
+// ServedApi), so every gotcha of tool calling is an executable test.
 
 using System;
-using System.Buffers;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
-using System.Diagnostics;
-using System.Globalization;
 using System.IO;
 using System.Linq;
 using System.Net;
-using System.Net.Http;
-using System.Net.Http.Headers;
 using System.Net.Sockets;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Text;
-using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading;
 using System.Threading.Tasks;
 
 namespace ToolCall;
-
-// =====================================================================================================================
-// ---------------------------------------------------------------------------------------------------------------------
-//   THE REPLAY SERVER: a test and demo helper, not part of the four steps.
-//
-//   A real HTTP/1.1 server on loopback that answers POST /v1/chat/completions (and /v1/responses, /v1/messages) from
-//   a cassette, so that the demo and the tests run offline and deterministically. Like the real API it keeps
-//   connections alive and enforces the rules on tools, tool_choice and the history (with the API's own 400 wording),
-//   so every gotcha of tool calling is an executable test.
-// ---------------------------------------------------------------------------------------------------------------------
-// =====================================================================================================================
 
 /// <summary>What the replay server answers: a status and a body, and for a played interaction its headers and faults.</summary>
 sealed record Reply(int Status, JsonNode? Body, Interaction? Played = null);
