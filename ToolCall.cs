@@ -171,7 +171,7 @@ public static class ToolCalling
                 JsonObject function = (JsonObject)call["function"]!;
                 string name = Text(function["name"]) ?? "";
                 (string result, _) = RunToolCall(name, function["arguments"], tools);
-                log?.Invoke($"Step 3: {name}({Text(function["arguments"])}) -> {result}");
+                log?.Invoke($"Step 3: {Shown(name)}({Shown(Text(function["arguments"]))}) -> {Shown(result)}");
                 JsonNode toolMessage = new JsonObject { ["role"] = "tool", ["tool_call_id"] = call["id"]!.DeepClone(), ["content"] = result };
                 messages.Add(toolMessage);
             }
@@ -340,6 +340,9 @@ public static class ToolCalling
         "stopping. Raise --max-rounds if the task needs more rounds.");
 
     internal static string Plural(int count, string noun) => count == 1 ? $"1 {noun}" : $"{count} {noun}s";
+
+    /// <summary>A text from the model for the step log, cut after 300 characters: a 10 MB argument is no log line.</summary>
+    internal static string Shown(string? text) => text is { Length: > 300 } ? $"{text[..300]}… ({text.Length} characters)" : text ?? "";
 
     /// <summary>A text in quotes for the step log, cut after 80 characters.</summary>
     internal static string Quoted(string text) => text.Length <= 80 ? $"\"{text}\"" : $"\"{text[..80]}…\"";

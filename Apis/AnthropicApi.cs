@@ -84,7 +84,7 @@ sealed class AnthropicApi : Api
             {
                 string name = Json.String(call["name"]) ?? "";
                 (string result, bool failed) = ToolCalling.RunToolCall(name, call["input"], tools);
-                log?.Invoke($"Step 3: {name}({Json.Compact(call["input"])}) -> {result}");
+                log?.Invoke($"Step 3: {ToolCalling.Shown(name)}({ToolCalling.Shown(Json.Compact(call["input"]))}) -> {ToolCalling.Shown(result)}");
                 var toolResult = new JsonObject { ["type"] = "tool_result", ["tool_use_id"] = call["id"]!.DeepClone(), ["content"] = result };
                 if (failed)
                     toolResult["is_error"] = true;

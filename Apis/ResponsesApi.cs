@@ -81,7 +81,7 @@ sealed class ResponsesApi : Api
             {
                 string name = Json.String(call["name"]) ?? "";
                 (string result, _) = ToolCalling.RunToolCall(name, call["arguments"], tools);
-                log?.Invoke($"Step 3: {name}({Json.String(call["arguments"])}) -> {result}");
+                log?.Invoke($"Step 3: {ToolCalling.Shown(name)}({ToolCalling.Shown(Json.String(call["arguments"]))}) -> {ToolCalling.Shown(result)}");
                 JsonNode callOutput = new JsonObject { ["type"] = "function_call_output", ["call_id"] = call["call_id"]!.DeepClone(), ["output"] = result };
                 input.Add(callOutput);
             }

@@ -5,6 +5,7 @@ using System.Buffers;
 using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
+using System.Net;
 using System.Linq;
 using System.Net.Http;
 using System.Net.Http.Headers;
@@ -31,7 +32,8 @@ sealed class ResilientChatClient : ChatClient
     readonly StepLog log;
     readonly Recorder? recorder;
 
-    /// <summary>Requests go to `baseUrl` + the API's path; `apiKey` goes in the API's own header (Api.AddHeaders).</summary>
+    /// <summary>Requests go to `baseUrl` + the API's path; `apiKey` goes in the API's own header (Api.AddHeaders).
+    /// Give it an HttpClient from NewHttpClient, which does not follow redirects.</summary>
     public ResilientChatClient(HttpClient http, string baseUrl, Api api, string? apiKey, StepLog log, Recorder? recorder = null)
         : base(http, baseUrl, apiKey: null, api.Path)
     {
@@ -40,7 +42,31 @@ sealed class ResilientChatClient : ChatClient
         this.apiKey = apiKey;
         this.log = log;
         this.recorder = recorder;
+        // A key of a few characters would be found by chance in any text; a real one is far longer.
+        secret = apiKey is { Length: >= 8 } ? apiKey : null;
+        secretBytes = secret is null ? null : Encoding.UTF8.GetBytes(secret);
     }
+
+    /// <summary>
+    /// The HttpClient the program sends with: compressed replies accepted, no HttpClient timeout (each attempt has
+    /// --timeout, body included, see RetryPolicy), and redirects not followed. .NET drops Authorization when it follows
+    /// a redirect to another host, but not a custom header such as Anthropic's x-api-key, which would go along to
+    /// wherever the redirect points; so a 3xx is an error line that says where it points, and the key never leaves the
+    /// base URL's scheme, host and port.
+    /// </summary>
+    public static HttpClient NewHttpClient() =>
+        new(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.All, AllowAutoRedirect = false })
+        {
+            Timeout = Timeout.InfiniteTimeSpan,
+        };
+
+    /// <summary>The API key as servers must never show it back: null for none, or one too short to look for.</summary>
+    readonly string? secret;
+    readonly byte[]? secretBytes;
+
+    /// <summary>The most bytes one response may have, a whole stream included (--max-response-mb): past it the response
+    /// is not read further, so a server that sends without end cannot fill the memory.</summary>
+    public long MaxResponseBytes { get; init; } = 64L * 1024 * 1024;
 
     /// <summary>When to send a failed request again, and how long one attempt may take (--retries, --timeout).</summary>
     public RetryPolicy Retries { get; init; } = new();
@@ -145,9 +171,9 @@ sealed class ResilientChatClient : ChatClient
         JsonObject completion;
         try
         {
-            await using Stream stream = await response.Content.ReadAsStreamAsync(attempt);
+            await using Stream stream = new CappedStream(await response.Content.ReadAsStreamAsync(attempt), MaxResponseBytes, TooLarge);
             TextWriter output = StreamTextTo ?? TextWriter.Null;
-            completion = await api.NewStreamReader(output).ReadAsync(stream, events, waiting, attempt);
+            completion = await api.NewStreamReader(output).ReadAsync(stream, events, waiting, attempt, secret);
         }
         catch (OperationCanceledException) when (events.Count > 0 && !cancellationToken.IsCancellationRequested)
         {
@@ -169,15 +195,50 @@ sealed class ResilientChatClient : ChatClient
         return completion;
     }
 
-    /// <summary>The whole response body, read into responseBuffer: valid until the next response is read.</summary>
+    /// <summary>
+    /// The whole response body, read into responseBuffer (valid until the next response is read), the key replaced by
+    /// "[redacted]" wherever the server echoed it, before anything prints, traces or records the body. A body over
+    /// MaxResponseBytes is not read further.
+    /// </summary>
     async Task<ReadOnlyMemory<byte>> ReadBodyAsync(HttpResponseMessage response, CancellationToken cancellationToken)
     {
+        if (response.Content.Headers.ContentLength > MaxResponseBytes)
+            throw TooLarge();
         responseBuffer.ResetWrittenCount();
         await using Stream body = await response.Content.ReadAsStreamAsync(cancellationToken);
         int read;
         while ((read = await body.ReadAsync(responseBuffer.GetMemory(4096), cancellationToken)) > 0)
+        {
             responseBuffer.Advance(read);
-        return responseBuffer.WrittenMemory;
+            if (responseBuffer.WrittenCount > MaxResponseBytes)
+                throw TooLarge();
+            cancellationToken.ThrowIfCancellationRequested(); // a body that never pauses never waits on the token
+        }
+        return Scrubbed(responseBuffer.WrittenMemory);
+    }
+
+    FlowException TooLarge()
+    {
+        long megabytes = MaxResponseBytes / (1024 * 1024);
+        return new FlowException(
+            $"the response from {Url} is over {megabytes} MB (--max-response-mb {megabytes}), so it was not read further. " +
+            "Raise --max-response-mb if the API sends replies this large.");
+    }
+
+    /// <summary>The body with every copy of the key replaced by "[redacted]" (most bodies have none: then it is the same).</summary>
+    ReadOnlyMemory<byte> Scrubbed(ReadOnlyMemory<byte> body)
+    {
+        if (secretBytes is null || body.Span.IndexOf(secretBytes) < 0)
+            return body;
+        var scrubbed = new ArrayBufferWriter<byte>(body.Length);
+        ReadOnlySpan<byte> rest = body.Span;
+        for (int at; (at = rest.IndexOf(secretBytes)) >= 0; rest = rest[(at + secretBytes.Length)..])
+        {
+            scrubbed.Write(rest[..at]);
+            scrubbed.Write("[redacted]"u8);
+        }
+        scrubbed.Write(rest);
+        return scrubbed.WrittenMemory;
     }
 
     HttpRequestMessage NewRequest(ReadOnlyMemory<byte> body)
@@ -209,10 +270,13 @@ sealed class ResilientChatClient : ChatClient
         string text = Encoding.UTF8.GetString(content);
         JsonNode? error = Json.TryParse(text);
         log.Trace($"HTTP {status}", error ?? JsonValue.Create(text));
-        return new FailedAttempt(
-            $"HTTP {status} {response.ReasonPhrase}".TrimEnd(),
-            ApiError.Describe(status, response.ReasonPhrase, error, text),
-            RetryPolicy.IsRetriable(status),
+        string what = $"HTTP {status} {response.ReasonPhrase}".TrimEnd();
+        if (status is >= 300 and < 400)
+            return new FailedAttempt(what,
+                $"{what}: the server redirects to {response.Headers.Location?.ToString() ?? "an address it does not give"}. " +
+                "Redirects are not followed, so that the key only ever goes to the base URL: if the API has moved, set the base URL to its new address.",
+                Retriable: false);
+        return new FailedAttempt(what, ApiError.Describe(status, response.ReasonPhrase, error, text), RetryPolicy.IsRetriable(status),
             Retries.ServerWait(response.Headers));
     }
 
@@ -414,5 +478,45 @@ sealed class Recorder(string baseUrl)
             $"Recorded by ToolCall --record from {baseUrl} on {DateTime.UtcNow:yyyy-MM-dd}. Request headers, and so the API key, are not recorded.",
             [.. interactions]);
         cassette.Save(path);
+    }
+}
+
+/// <summary>
+/// A response stream read up to a limit: past `limit` bytes, `tooLarge` is thrown instead of reading on. A stream
+/// that sends without end (one endless line, or events without end) then costs at most the limit.
+/// </summary>
+sealed class CappedStream(Stream inner, long limit, Func<Exception> tooLarge) : Stream
+{
+    long read;
+
+    public override int Read(byte[] buffer, int offset, int count) => Count(inner.Read(buffer, offset, count));
+
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
+        Count(await inner.ReadAsync(buffer, cancellationToken));
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    int Count(int bytes)
+    {
+        read += bytes;
+        return read > limit ? throw tooLarge() : bytes;
+    }
+
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => read; set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+            inner.Dispose();
+        base.Dispose(disposing);
     }
 }

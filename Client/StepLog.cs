@@ -4,6 +4,8 @@ using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
+using System.Linq;
+using System.Text;
 using System.Text.Json.Nodes;
 using System.Threading;
 
@@ -22,27 +24,53 @@ sealed class StepLog(TextWriter stderr, bool trace = false, bool interactive = f
     /// <summary>With --trace: whether Trace writes (so a caller can skip building what it would show).</summary>
     public bool Traces => trace;
 
-    /// <summary>One line of the log.</summary>
-    public void Info(string line)
-    {
-        if (waiting is not null)
-            waiting.WriteAbove(line);
-        else
-            stderr.WriteLine(line);
-    }
+    /// <summary>One line of the log, its control characters escaped (see Escaped).</summary>
+    public void Info(string line) => Write(Escaped(line));
 
-    /// <summary>With --trace: the full JSON of each request and response.</summary>
+    /// <summary>With --trace: the full JSON of each request and response (JSON escapes every control character).</summary>
     public void Trace(string title, JsonNode? json)
     {
         if (trace)
-            Info($"--- {title}\n{Json.Indented(json)}");
+            Write($"--- {EscapedLines(title)}\n{Json.Indented(json)}");
     }
 
-    /// <summary>With --trace: lines as they were on the wire, such as the events of a stream.</summary>
+    /// <summary>With --trace: lines as they were on the wire, such as the events of a stream, each escaped.</summary>
     public void Trace(string title, IEnumerable<string> lines)
     {
         if (trace)
-            Info($"--- {title}\n{string.Join('\n', lines)}");
+            Write($"--- {EscapedLines(title)}\n{string.Join('\n', lines.Select(EscapedLines))}");
+    }
+
+    /// <summary>
+    /// The text with each control character written as \u001B, \u0007…: what a model or a server sends (a tool name,
+    /// arguments, an error message) never reaches the terminal raw, where an escape sequence could change its title or
+    /// clear the screen, and a line break could forge a log line.
+    /// </summary>
+    public static string Escaped(string text)
+    {
+        if (!text.Any(char.IsControl))
+            return text;
+        var escaped = new StringBuilder(text.Length + 16);
+        foreach (char c in text)
+        {
+            if (char.IsControl(c))
+                escaped.Append($"\\u{(int)c:X4}");
+            else
+                escaped.Append(c);
+        }
+        return escaped.ToString();
+    }
+
+    /// <summary>Each line escaped, the line breaks between them kept (a title with the request's headers, an event of
+    /// several data lines).</summary>
+    static string EscapedLines(string text) => string.Join('\n', text.Split('\n').Select(Escaped));
+
+    void Write(string text)
+    {
+        if (waiting is not null)
+            waiting.WriteAbove(text);
+        else
+            stderr.WriteLine(text);
     }
 
     /// <summary>On a terminal only (never in a pipe or CI): how long the model has been thinking.</summary>

@@ -38,14 +38,17 @@ abstract class EventStreamReader(TextWriter output)
     /// <summary>
     /// Reads the events up to the one that ends the reply, writing its text to the output as it arrives and keeping
     /// every event in `events` (for --record and --trace), and returns the reply. `waiting` (the "waiting for the
-    /// model" line) is cleared when the first event comes.
+    /// model" line) is cleared when the first event comes. `secret` (the API key), wherever an event holds it, is
+    /// replaced by "[redacted]" before anything reads the event: a server that echoes the key leaks nothing.
     /// </summary>
-    public async Task<JsonObject> ReadAsync(Stream stream, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken)
+    public async Task<JsonObject> ReadAsync(
+        Stream stream, JsonArray events, IDisposable? waiting, CancellationToken cancellationToken, string? secret = null)
     {
         try
         {
-            await foreach (string data in ServerSentEvents.ReadDataAsync(stream, cancellationToken))
+            await foreach (string received in ServerSentEvents.ReadDataAsync(stream, cancellationToken))
             {
+                string data = secret is null ? received : received.Replace(secret, "[redacted]", StringComparison.Ordinal);
                 if (events.Count == 0)
                     waiting?.Dispose(); // the reply has begun: clear the "waiting" line, once, before any text shows
                 JsonObject? json = UsableObject(data);
@@ -57,6 +60,12 @@ abstract class EventStreamReader(TextWriter output)
         catch (IOException e) when (events.Count > 0) // before the first event it is a connection error, and retried
         {
             throw Incomplete(events.Count, "was cut off", $" ({e.Message})");
+        }
+        catch (InvalidDataException e)
+        {
+            throw new FlowException(
+                $"{e.Message} (after {ToolCalling.Plural(events.Count, "event")}), so the stream was not read further; " +
+                "none of the reply is used.");
         }
         finally
         {
@@ -91,7 +100,7 @@ abstract class EventStreamReader(TextWriter output)
 
     /// <summary>An error event: the server's message, whatever shape it came in.</summary>
     protected static FlowException ErrorEvent(string instead, JsonNode? message) =>
-        new($"the stream carried an error instead of {instead}: {Json.String(message) ?? Json.Compact(message)}");
+        new($"the stream carried an error instead of {instead}: {ToolCalling.Shown(Json.String(message) ?? Json.Compact(message))}");
 
     /// <summary>A piece of text: kept, and shown at once (flushed), so a reader sees the words appear.</summary>
     protected void Print(StringBuilder text, JsonNode? piece)

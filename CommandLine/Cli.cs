@@ -55,7 +55,10 @@ static class Cli
                              (offline: weather-stream.json, responses-weather-stream.json, anthropic-weather-stream.json)
           --retries N        send a request again up to N times after 408, 409, 429, 5xx, a timeout or a
                              connection error, waiting as the server asks or backing off (default 2)
-          --timeout SECONDS  the most one request may take, response body included (default 60)
+          --timeout SECONDS  the most one request may take, response body (or whole stream) included (default 60)
+          --max-response-mb N
+                             the most one response may be, in MB, a whole stream included; past it, it is
+                             not read further (default 64)
           --diagram          after the answer, a Mermaid sequence diagram of the run on stdout (a ```mermaid block)
           --port N           with serve: the port to listen on (default 0: any free port)
           --host ADDRESS     with serve: the address to listen on (default 127.0.0.1: this machine only)
@@ -73,7 +76,9 @@ static class Cli
         bool interactive = !Console.IsErrorRedirected &&
                            string.IsNullOrEmpty(Environment.GetEnvironmentVariable("CI")) &&
                            Environment.GetEnvironmentVariable("TERM") != "dumb";
-        return await RunAsync(args, Environment.GetEnvironmentVariable, Console.Out, Console.Error, cancel.Token, interactive);
+        // On a terminal the answer loses the escape sequences the model may have put in it; in a pipe it is as received.
+        TextWriter stdout = Console.IsOutputRedirected ? Console.Out : new TerminalWriter(Console.Out);
+        return await RunAsync(args, Environment.GetEnvironmentVariable, stdout, Console.Error, cancel.Token, interactive);
     }
 
     /// <summary>The whole program, with its environment passed in, so the tests can run it in-process.</summary>
@@ -95,12 +100,12 @@ static class Cli
         }
         catch (UsageException e)
         {
-            stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine($"error: {StepLog.Escaped(e.Message)}");
             return 2;
         }
         catch (FlowException e)
         {
-            stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine($"error: {StepLog.Escaped(e.Message)}");
             return 1;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -115,7 +120,7 @@ static class Cli
         CancellationToken cancellationToken, bool interactive)
     {
         Api api = options.Api;
-        string? apiKey = NonEmpty(environment(api.KeyVariable));
+        string? apiKey = CheckedKey(NonEmpty(environment(api.KeyVariable)), api.KeyVariable);
         string? baseUrl = options.BaseUrl ?? NonEmpty(environment(api.BaseUrlVariable));
         string model = options.Model ?? NonEmpty(environment(api.ModelVariable)) ?? api.DefaultModel;
         var log = new StepLog(stderr, options.Trace, interactive);
@@ -173,16 +178,13 @@ static class Cli
 
         await using (replay)
         {
-            // No HttpClient timeout: --timeout bounds each attempt, body included (see RetryPolicy).
-            using var http = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.All })
-            {
-                Timeout = Timeout.InfiniteTimeSpan,
-            };
+            using HttpClient http = ResilientChatClient.NewHttpClient();
             // --diagram draws the run from its recorded requests, so it records too (in memory; only --record saves).
             Recorder? recorder = options.Record is null && !options.Diagram ? null : new Recorder(baseUrl);
             var chat = new ResilientChatClient(http, baseUrl, api, apiKey, log, recorder)
             {
                 Retries = new RetryPolicy { MaxRetries = options.Retries, Timeout = TimeSpan.FromSeconds(options.TimeoutSeconds) },
+                MaxResponseBytes = options.MaxResponseMegabytes * 1024L * 1024,
                 StreamTextTo = options.Stream ? stdout : null,
             };
             bool recorded = true;
@@ -321,6 +323,27 @@ static class Cli
     }
 
     static string? NonEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
+
+    /// <summary>
+    /// The key as read, if an HTTP header can carry it: visible ASCII only. A key read from a file with Windows line
+    /// endings keeps its CR, which no header may hold: refused here, in words that never show the key, rather than
+    /// failing later as something else.
+    /// </summary>
+    static string? CheckedKey(string? key, string variable)
+    {
+        if (key is null)
+            return null;
+        if (key.TrimEnd('\r', '\n').Length < key.Length)
+            throw new UsageException(
+                $"{variable} ends with a line break (CR or LF), which an HTTP header cannot carry. Remove it " +
+                "(a key read from a file saved with Windows line endings keeps its CR).");
+        int at = key.AsSpan().IndexOfAnyExceptInRange('!', '~');
+        if (at >= 0)
+            throw new UsageException(
+                $"{variable} holds a character an HTTP header cannot carry (U+{(int)key[at]:X4}, character {at + 1} of {key.Length}); " +
+                "an API key is letters, digits and punctuation only. Check the variable.");
+        return key;
+    }
 
     /// <summary>The path relative to where you are when that is below it, else as it is.</summary>
     static string Shorter(string path)

@@ -22,6 +22,7 @@ sealed class Options
     public bool Stream { get; private set; }
     public int Retries { get; private set; } = 2;
     public int TimeoutSeconds { get; private set; } = 60;
+    public int MaxResponseMegabytes { get; private set; } = 64;
     public bool Diagram { get; private set; }
     public bool Help { get; private set; }
     public string? ServeCassette { get; private set; }
@@ -58,6 +59,7 @@ sealed class Options
                 case "--api" when !serve: options.Api = Api.Named(Value()); break;
                 case "--retries" when !serve: options.Retries = WholeNumber(arg, Value(), min: 0, max: 10); break;
                 case "--timeout" when !serve: options.TimeoutSeconds = WholeNumber(arg, Value(), min: 1, max: 3600); break;
+                case "--max-response-mb" when !serve: options.MaxResponseMegabytes = WholeNumber(arg, Value(), min: 1, max: 4096); break;
                 case "--diagram" when !serve: options.Diagram = true; break;
                 case "--port" when serve: options.Port = WholeNumber(arg, Value(), min: 0, max: 65535); break;
                 case "--host" when serve: options.Host = Address(arg, Value()); break;

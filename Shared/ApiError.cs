@@ -17,7 +17,7 @@ static class ApiError
         // {"error": {"message"}} as the API sends it; some servers send {"error": "..."} (Ollama) or {"message": "..."}.
         string? message = Json.String(Json.At(body, "error", "message")) ?? Json.String(Json.At(body, "error")) ?? Json.String(Json.At(body, "message"));
         if (message is not null)
-            return $"{head}: {message}";
+            return $"{head}: {(message.Length > 1000 ? $"{message[..1000]}… ({message.Length} characters)" : message)}";
         string snippet = text.Length > 200 ? text[..200] + "…" : text;
         return snippet.Length == 0 ? $"{head} with an empty body." : $"{head}: {snippet.ReplaceLineEndings(" ")}";
     }

@@ -22,31 +22,68 @@ namespace ToolCall;
 /// </summary>
 static class ServerSentEvents
 {
-    public static async IAsyncEnumerable<string> ReadDataAsync(Stream stream, [EnumeratorCancellation] CancellationToken cancellationToken)
+    /// <summary>The most characters one event may hold, its lines together: a server that sends a line without end is
+    /// stopped here (InvalidDataException) rather than filling the memory.</summary>
+    public const int MaxEventChars = 16 * 1024 * 1024;
+
+    /// <summary>The data of each event of the stream, as it arrives.</summary>
+    public static async IAsyncEnumerable<string> ReadDataAsync(
+        Stream stream, [EnumeratorCancellation] CancellationToken cancellationToken, int maxEventChars = MaxEventChars)
     {
         // Always UTF-8, a leading BOM skipped. The reader's decoder keeps a character whose bytes arrive in two reads.
         using var reader = new StreamReader(stream, Encoding.UTF8, detectEncodingFromByteOrderMarks: false);
+        var line = new StringBuilder();
         var data = new StringBuilder();
-        // A line ends at CRLF, LF or CR; ReadLineAsync knows all three, even when CR and LF arrive in separate reads.
-        while (await reader.ReadLineAsync(cancellationToken) is string line)
+        char[] buffer = new char[4096];
+        bool afterCR = false;
+        int read;
+        while ((read = await reader.ReadAsync(buffer, cancellationToken)) > 0)
         {
-            if (line.Length == 0)
+            // A read that always finds more waiting never waits, so it never looks at the token: look each time.
+            cancellationToken.ThrowIfCancellationRequested();
+            for (int i = 0; i < read; i++)
             {
-                // A blank line ends the event: its data lines, joined by "\n". An event without data is no event.
-                if (data.Length > 0)
-                    yield return data.ToString(0, data.Length - 1);
-                data.Clear();
-                continue;
+                // A line ends at CRLF, LF or CR; a CRLF whose CR and LF arrive in separate reads is one line end.
+                char c = buffer[i];
+                if (c == '\n' && afterCR)
+                {
+                    afterCR = false;
+                    continue;
+                }
+                afterCR = c == '\r';
+                if (c is not ('\r' or '\n'))
+                {
+                    if (line.Length + data.Length >= maxEventChars)
+                        throw new InvalidDataException($"an event of the stream is over {maxEventChars} characters");
+                    line.Append(c);
+                    continue;
+                }
+                if (EndOfLine(line.ToString(), data) is string eventData)
+                    yield return eventData;
+                line.Clear();
             }
-            if (line[0] == ':')
-                continue; // a comment, such as the keep-alive ": ping"
-            int colon = line.IndexOf(':');
-            if ((colon < 0 ? line : line[..colon]) != "data")
-                continue; // event (repeated in the data's "type"), id and retry: not needed
-            string value = colon < 0 ? "" : line[(colon + 1)..];
-            data.Append(value.StartsWith(' ') ? value[1..] : value).Append('\n'); // "data:x" and "data: x" both say "x"
         }
         // The stream has ended: an event still without its blank line is incomplete, and dropped.
+    }
+
+    /// <summary>One whole line, added to the event it belongs to; returns the event's data when the line ends it.</summary>
+    static string? EndOfLine(string line, StringBuilder data)
+    {
+        if (line.Length == 0)
+        {
+            // A blank line ends the event: its data lines, joined by "\n". An event without data is no event.
+            string? eventData = data.Length > 0 ? data.ToString(0, data.Length - 1) : null;
+            data.Clear();
+            return eventData;
+        }
+        if (line[0] == ':')
+            return null; // a comment, such as the keep-alive ": ping"
+        int colon = line.IndexOf(':');
+        if ((colon < 0 ? line : line[..colon]) != "data")
+            return null; // event (repeated in the data's "type"), id and retry: not needed
+        string value = colon < 0 ? "" : line[(colon + 1)..];
+        data.Append(value.StartsWith(' ') ? value[1..] : value).Append('\n'); // "data:x" and "data: x" both say "x"
+        return null;
     }
 
     /// <summary>
