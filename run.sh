@@ -8,7 +8,7 @@
 #   ./run.sh test [dotnet test args]    the whole test suite; its last line is "N passed, N failed"
 #   ./run.sh publish                    a Native AOT build: artifacts/publish/ToolCall, which needs no .NET to run
 #   ./run.sh bench [--quick] [--help]   this client against the OpenAI SDK, Microsoft.Extensions.AI and a raw
-#                                       HttpClient floor, and the demo's cold start (README.md, "Performance")
+#                                       HttpClient floor, and the demo's cold start (docs/performance.md)
 #
 # Builds are quiet: their output is shown only when they fail.
 set -euo pipefail

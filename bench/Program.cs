@@ -1,7 +1,7 @@
 // ToolCall.Bench: the complete four-step flow, measured side by side for this project's client, the official OpenAI
 // SDK, Microsoft.Extensions.AI and a raw-HttpClient floor, all against one replay server in a child process, so that
 // what this process spends is client work only. Then the cold start of the demo: Native AOT, JIT, and the SDK's.
-// Run it with ./run.sh bench [--quick]; README.md, "Performance", says what the numbers mean.
+// Run it with ./run.sh bench [--quick]; docs/performance.md says what the numbers mean.
 
 using ToolCall;
 using System;
