@@ -143,6 +143,8 @@ public static class ToolCalling
                 : new JsonObject { ["type"] = "function", ["function"] = new JsonObject { ["name"] = choice } };
         if (!options.ParallelToolCalls)
             request["parallel_tool_calls"] = false;
+        if (options.MaxTokens is int maxTokens)
+            request["max_tokens"] = maxTokens;
         log?.Invoke($"Step 1: POST {chat.Url}: 1 message ({Quoted(question)}), tools: {ToolNames(tools)}{ToolFieldsShown(request)}");
         JsonObject response = await chat.PostAsync(request, cancellationToken);
 
@@ -158,6 +160,8 @@ public static class ToolCalling
                 return FinalText(message, log);
             }
             log?.Invoke($"Step {step}: the model asks for {Plural(calls.Count, "tool call")} (finish_reason \"{finishReason}\"{TokensShown(response)})");
+            if (finishReason == "length") // the output limit cut the reply off: the last call may lack half its arguments
+                throw CutOff("finish_reason \"length\"", options.MaxTokens);
             if (round > options.MaxRounds)
                 throw RoundLimitReached(options.MaxRounds);
 
@@ -179,11 +183,17 @@ public static class ToolCalling
             // Step 4: send the whole history again. The reply goes back to step 2: text ends the flow, more tool calls
             // start another round.
             string released = "";
-            if (options.ForcesACall && round == 1)
+            if (round == options.MaxRounds)
+            {
+                // The last round allowed: rather than give up on the next call, ask for an answer with what the model
+                // has. "none" keeps the tools in the request (the history refers to them) but lets the model call none.
+                request["tool_choice"] = "none";
+                released = $"; tool_choice now \"none\": the last request (--max-rounds {options.MaxRounds}) asks for an answer";
+            }
+            else if (options.ForcesACall && round == 1)
             {
                 // "required" or a function's name forces a tool call on *every* request that carries it: sent again,
-                // the model could never answer in text and the loop would only end at MaxRounds. The forced call
-                // has been made and answered; from here on the model chooses.
+                // the model could never answer in text. The forced call has been made and answered; now it chooses.
                 request["tool_choice"] = "auto";
                 released = "; tool_choice now \"auto\"";
             }
@@ -336,8 +346,13 @@ public static class ToolCalling
 
     /// <summary>The end of a flow whose model keeps asking for tools: a loop without a bound could run (and cost) forever.</summary>
     internal static FlowException RoundLimitReached(int maxRounds) => new(
-        $"the model still asks for tools after {Plural(maxRounds, "round")} of tool calls (--max-rounds {maxRounds}); " +
-        "stopping. Raise --max-rounds if the task needs more rounds.");
+        $"the model still asks for tools after {Plural(maxRounds, "round")} of tool calls (--max-rounds {maxRounds}), even " +
+        "when asked to answer; stopping. Raise --max-rounds if the task needs more rounds.");
+
+    /// <summary>A reply that asks for tools but was cut off by the output limit (`why`): none of its calls is run.</summary>
+    internal static FlowException CutOff(string why, int? maxTokens) => new(
+        $"the reply was cut off by the output limit ({why}) in the middle of its tool calls, so none of them is run: " +
+        $"their arguments may be incomplete. {(maxTokens is int max ? $"Raise --max-tokens (now {max})" : "Add --max-tokens N with a higher limit")}.");
 
     internal static string Plural(int count, string noun) => count == 1 ? $"1 {noun}" : $"{count} {noun}s";
 
@@ -376,13 +391,15 @@ public static class ToolCalling
 /// <summary>
 /// How a flow runs. ToolChoice is `tool_choice`: "auto" (the model decides), "none" (text only), "required" (at least
 /// one call) or a function's name (that one); ParallelToolCalls false sends `parallel_tool_calls: false` (one call per
-/// reply at most); left at their defaults, neither is sent. MaxRounds: replies asking for tools answered before the
-/// flow gives up. Log: the step log, a line per step (null: none).
+/// reply at most); left at their defaults, neither is sent. MaxTokens: `max_tokens`, the most tokens a reply may
+/// have (unset: the API's default). MaxRounds: replies asking for tools answered; the request after the last asks for
+/// an answer (tool_choice "none"). Log: the step log, a line per step (null: none).
 /// </summary>
 public sealed record FlowOptions
 {
     public string? ToolChoice { get; init; }
     public bool ParallelToolCalls { get; init; } = true;
+    public int? MaxTokens { get; init; }
     public int MaxRounds { get; init; } = 8;
     public Action<string>? Log { get; init; }
 

@@ -32,7 +32,8 @@ sealed class AnthropicApi : Api
     /// <summary>The Messages API version this file is written against; Anthropic requires it on every request.</summary>
     public const string Version = "2023-06-01";
 
-    /// <summary>The most tokens one reply may have: required by the Messages API (the OpenAI APIs have a default).</summary>
+    /// <summary>The most tokens one reply may have unless --max-tokens says otherwise: required by the Messages API (the
+    /// OpenAI APIs have a default).</summary>
     public const int MaxTokens = 1024;
 
     /// <summary>Runs the whole flow for one question and returns the model's final text.</summary>
@@ -47,7 +48,7 @@ sealed class AnthropicApi : Api
         var request = new JsonObject
         {
             ["model"] = model,
-            ["max_tokens"] = MaxTokens,
+            ["max_tokens"] = options.MaxTokens ?? MaxTokens,
             ["messages"] = messages,
             ["tools"] = ToolDefinitions(tools),
         };
@@ -69,6 +70,8 @@ sealed class AnthropicApi : Api
                 return AnswerText(content, stopReason);
             }
             log?.Invoke($"Step {step}: the model asks for {ToolCalling.Plural(calls.Length, "tool call")} (stop_reason \"{stopReason}\"{TokensShown(response)})");
+            if (stopReason == "max_tokens")
+                throw ToolCalling.CutOff("stop_reason \"max_tokens\"", options.MaxTokens ?? MaxTokens);
             if (round > options.MaxRounds)
                 throw ToolCalling.RoundLimitReached(options.MaxRounds);
             if (calls.FirstOrDefault(call => Json.String(call["id"]) is not { Length: > 0 }) is not null)
@@ -96,7 +99,14 @@ sealed class AnthropicApi : Api
             // Step 4: send the whole history again. The reply goes back to step 2: text ends the flow, more tool_use
             // blocks start another round.
             string released = "";
-            if (options.ForcesACall && round == 1)
+            if (round == options.MaxRounds)
+            {
+                // As in Chat Completions: the request after the last round allowed asks for an answer. {"type":"none"}
+                // has no disable_parallel_tool_use: with no call allowed, there is nothing to run in parallel.
+                request["tool_choice"] = new JsonObject { ["type"] = "none" };
+                released = $"; tool_choice now {{\"type\":\"none\"}}: the last request (--max-rounds {options.MaxRounds}) asks for an answer";
+            }
+            else if (options.ForcesACall && round == 1)
             {
                 // As in Chat Completions: a forced call ("any" or a tool) is forced on every request that carries it.
                 request["tool_choice"] = ToolChoiceValue(options with { ToolChoice = "auto" });
@@ -203,6 +213,10 @@ sealed class AnthropicApi : Api
                 "--no-parallel does not go with --tool-choice none on --api anthropic: disable_parallel_tool_use is a field " +
                 "of tool_choice, and {\"type\":\"none\"} has no such field (nor any tool call). Drop --no-parallel.");
     }
+
+    /// <summary>The Messages API's tool names: ^[a-zA-Z0-9_-]{1,128}$ (its API reference). It documents no limit on the
+    /// number of tools.</summary>
+    public override int MaxNameLength => 128;
 
     public override string HistoryShape(JsonArray history) => MessagesShape(history);
 

@@ -70,6 +70,34 @@ abstract class Api
     /// <summary>The usage fields of a reply: the tokens read and the tokens written.</summary>
     public virtual (string Input, string Output) UsageFields => ("input_tokens", "output_tokens");
 
+    // What the API takes of the tools' definitions, checked before anything is sent.
+
+    /// <summary>The longest function name the API takes (letters, digits, _ and - only).</summary>
+    public virtual int MaxNameLength => 64;
+
+    /// <summary>The most tools one request may carry, where the API has a limit.</summary>
+    public virtual int? MaxTools => null;
+
+    /// <summary>Why the API would reject this function name, or null when it takes it.</summary>
+    public string? NameProblem(string name) =>
+        name.Length is > 0 && name.Length <= MaxNameLength && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-')
+            ? null
+            : $"a function name on --api {Name} must match ^[a-zA-Z0-9_-]{{1,{MaxNameLength}}}$ (letters, digits, _ and -, " +
+              $"at most {MaxNameLength}), and '{ToolCalling.Shown(name)}' does not";
+
+    /// <summary>The first reason the API would reject these tools' definitions with a 400, or null: too many tools, a
+    /// name it does not take, or two tools with one name.</summary>
+    public string? ToolsProblem(IReadOnlyList<Tool> tools)
+    {
+        if (MaxTools is int max && tools.Count > max)
+            return $"{tools.Count} tools are offered, and --api {Name} takes at most {max} in one request";
+        if (tools.Select(tool => NameProblem(tool.Name)).FirstOrDefault(problem => problem is not null) is string nameProblem)
+            return nameProblem;
+        return tools.GroupBy(tool => tool.Name).FirstOrDefault(same => same.Count() > 1) is { } twice
+            ? $"{twice.Count()} tools are named '{ToolCalling.Shown(twice.Key)}', and each function name must be unique"
+            : null;
+    }
+
     /// <summary>Refuses, before anything is sent, what this API cannot carry of the flow's options and tools (a
     /// UsageException, worded for the command line's options).</summary>
     public virtual void CheckOptions(FlowOptions options, IReadOnlyList<Tool> tools)

@@ -37,6 +37,10 @@ sealed class ChatCompletionsApi : Api
 
     public override (string Input, string Output) UsageFields => ("prompt_tokens", "completion_tokens");
 
+    /// <summary>The API's answer to a 129th tool: "Invalid 'tools': array too long. Expected an array with maximum length
+    /// 128, …" (quoted in public issues).</summary>
+    public override int? MaxTools => 128;
+
     /// <summary>The bundled Chat Completions cassettes have the plain names: weather.json, strict.json.</summary>
     public override string CassetteName(string chatName) => chatName;
 

@@ -49,6 +49,8 @@ sealed class ResponsesApi : Api
             request["tool_choice"] = toolChoice;
         if (!options.ParallelToolCalls)
             request["parallel_tool_calls"] = false;
+        if (options.MaxTokens is int maxTokens)
+            request["max_output_tokens"] = maxTokens;
         log?.Invoke($"Step 1: POST {client.Url}: 1 input item ({ToolCalling.Quoted(question)}), tools: {ToolCalling.ToolNames(tools)}{ToolCalling.ToolFieldsShown(request)}");
         JsonObject response = await client.PostAsync(request, cancellationToken);
 
@@ -65,6 +67,8 @@ sealed class ResponsesApi : Api
                 return OutputText(output, response, log);
             }
             log?.Invoke($"Step {step}: the model asks for {ToolCalling.Plural(calls.Length, "tool call")} (status \"{status}\"{TokensShown(response)})");
+            if (status == "incomplete" && Json.String(Json.At(response, "incomplete_details", "reason")) == "max_output_tokens")
+                throw ToolCalling.CutOff("status \"incomplete\", reason \"max_output_tokens\"", options.MaxTokens);
             if (round > options.MaxRounds)
                 throw ToolCalling.RoundLimitReached(options.MaxRounds);
             if (calls.FirstOrDefault(call => Json.String(call["call_id"]) is not { Length: > 0 }) is not null)
@@ -89,7 +93,13 @@ sealed class ResponsesApi : Api
             // Step 4: send the whole conversation again. The reply goes back to step 2: text ends the flow, more
             // function calls start another round.
             string released = "";
-            if (options.ForcesACall && round == 1)
+            if (round == options.MaxRounds)
+            {
+                // As in Chat Completions: the request after the last round allowed asks for an answer.
+                request["tool_choice"] = "none";
+                released = $"; tool_choice now \"none\": the last request (--max-rounds {options.MaxRounds}) asks for an answer";
+            }
+            else if (options.ForcesACall && round == 1)
             {
                 // As in Chat Completions: a forced call is forced on every request that carries the choice.
                 request["tool_choice"] = "auto";
@@ -166,6 +176,9 @@ sealed class ResponsesApi : Api
     // Around the loop: the stream, and the history as the diagram reads it.
 
     public override EventStreamReader NewStreamReader(TextWriter output) => new StreamedResponse(output);
+
+    // Its function names follow Chat Completions' pattern (Api's defaults); no limit on the number of tools was found
+    // for it, in its API reference or in public reports, so none is checked.
 
     public override string HistoryField => "input";
 

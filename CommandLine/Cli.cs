@@ -45,7 +45,11 @@ static class Cli
           --replay FILE      answer from a cassette on a local port instead of a live API
           --record FILE      write every request and response of this run to a cassette
           --trace            print the full JSON of each request and response on stderr (key redacted)
-          --max-rounds N     answer at most N replies that ask for tools (default 8)
+          --max-rounds N     answer at most N replies that ask for tools, then ask for an answer with
+                             tool_choice "none" (default 8)
+          --max-tokens N     the most tokens one reply may have: max_tokens (--api responses: max_output_tokens);
+                             a reply cut off by it in the middle of a tool call runs none of its calls (default:
+                             the API's; 1024 on --api anthropic, which requires one; offline: max-tokens.json)
           --tool-choice C    tool_choice: auto, none, required, or a function's name to force that function
                              (offline: cassettes/tool-choice-C.json, bundled for auto, none, required, get_weather)
           --no-parallel      parallel_tool_calls: false, at most one tool call per reply (offline: no-parallel.json)
@@ -131,10 +135,13 @@ static class Cli
         {
             ToolChoice = options.ToolChoice,
             ParallelToolCalls = !options.NoParallel,
+            MaxTokens = options.MaxTokens,
             MaxRounds = options.MaxRounds,
             Log = log.Info,
         };
         api.CheckOptions(flowOptions, tools);
+        if (api.ToolsProblem(tools) is string toolsProblem)
+            throw new UsageException($"{toolsProblem}; the API would reject the request. Rename or leave out a tool.");
         if (options.Strict && !options.NoParallel)
             log.Info("Note: OpenAI documents strict schemas as not compatible with parallel function calls (a parallel call " +
                      "may not match the schema); add --no-parallel to rule them out.");
@@ -272,6 +279,8 @@ static class Cli
             parts.Add("no-parallel");
         if (options.Strict)
             parts.Add("strict");
+        if (options.MaxTokens is not null)
+            parts.Add("max-tokens");
         if (options.Stream)
             parts.Add("stream");
         string name = string.Join('+', parts);

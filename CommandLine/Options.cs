@@ -16,6 +16,7 @@ sealed class Options
     public string? Record { get; private set; }
     public bool Trace { get; private set; }
     public int MaxRounds { get; private set; } = 8;
+    public int? MaxTokens { get; private set; }
     public string? ToolChoice { get; private set; }
     public bool NoParallel { get; private set; }
     public bool Strict { get; private set; }
@@ -52,6 +53,7 @@ sealed class Options
                 case "--record" when !serve: options.Record = Value(); break;
                 case "--trace" when !serve: options.Trace = true; break;
                 case "--max-rounds" when !serve: options.MaxRounds = WholeNumber(arg, Value(), min: 1, max: 1000); break;
+                case "--max-tokens" when !serve: options.MaxTokens = WholeNumber(arg, Value(), min: 1, max: 1_000_000); break;
                 case "--tool-choice" when !serve: options.ToolChoice = Value(); break;
                 case "--no-parallel" when !serve: options.NoParallel = true; break;
                 case "--strict" when !serve: options.Strict = true; break;

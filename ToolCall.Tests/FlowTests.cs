@@ -135,16 +135,29 @@ public class FlowTests
     }
 
     [Fact]
-    public async Task RoundLimit_StopsWithAnErrorThatNamesTheLimit()
+    public async Task RequestAfterTheLastRound_KeepsTheTools_AndAsksForAnAnswerWithToolChoiceNone()
     {
         using var dir = new TempDir();
-        CliResult run = await App.RunAsync("--replay", TwoRoundCassette(dir), "--max-rounds", "1");
+        CliResult run = await App.RunAsync("--replay", RoundLimitCassette(dir, Wire.Text("London is mild; Paris I could not check.")), "--max-rounds", "1");
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("London is mild; Paris I could not check.", run.Stdout.Trim());
+        Assert.Contains("Step 4: POST ", run.Stderr);
+        Assert.Contains("3 messages (user, assistant with 1 tool call, tool); tool_choice now \"none\": the last request (--max-rounds 1) asks for an answer", run.Stderr);
+        Assert.Equal(1, run.Stderr.Split("Step 3:").Length - 1);
+    }
+
+    [Fact]
+    public async Task ModelThatStillAsksForToolsAfterTheLastRound_StopsWithAnErrorThatNamesTheLimit()
+    {
+        using var dir = new TempDir();
+        CliResult run = await App.RunAsync("--replay", RoundLimitCassette(dir, Wire.AskForTools(Wire.WeatherCall("call_p", "Paris"))), "--max-rounds", "1");
 
         Assert.Equal(1, run.ExitCode);
         Assert.Equal("", run.Stdout);
         string error = run.Stderr.TrimEnd().Split('\n').Last();
-        Assert.StartsWith("error: ", error);
-        Assert.Contains("--max-rounds 1", error);
+        Assert.Equal("error: the model still asks for tools after 1 round of tool calls (--max-rounds 1), even when asked to answer; " +
+                     "stopping. Raise --max-rounds if the task needs more rounds.", error);
     }
 
     [Fact]
@@ -206,6 +219,17 @@ public class FlowTests
             Wire.Exchange(
                 Wire.Request(user, first, londonResult, second, Wire.ToolMessage("call_p", Wire.Weather("Paris"))),
                 Wire.Completion(Wire.Text("London is mild, Paris too.")))).Save(dir);
+    }
+
+    /// <summary>London in round 1 of 1 (--max-rounds 1); the second request, which asks for an answer (tool_choice
+    /// "none"), gets `reply`.</summary>
+    static string RoundLimitCassette(TempDir dir, JsonObject reply)
+    {
+        JsonObject user = Wire.User("London, then Paris?");
+        JsonObject first = Wire.AskForTools(Wire.WeatherCall("call_l", "London"));
+        JsonObject last = Wire.Request(user, first, Wire.ToolMessage("call_l", Wire.Weather("London")));
+        last["tool_choice"] = "none";
+        return Wire.Cassette(Wire.Exchange(Wire.Request(user), Wire.Completion(first)), Wire.Exchange(last, Wire.Completion(reply))).Save(dir);
     }
 
     /// <summary>The messages of the second request in a recorded run: the history that steps 3 and 4 built.</summary>

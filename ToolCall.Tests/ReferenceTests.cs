@@ -165,8 +165,9 @@ public class WireFidelityTests
                 JsonObject message = choice["message"]!.AsObject();
                 Assert.Equal("assistant", (string)message["role"]!);
                 Assert.True(message.ContainsKey("content") && message.ContainsKey("refusal"), "content and refusal are required (nullable)");
+                // A reply cut off by the output limit (max-tokens.json) may end in the middle of its arguments.
                 foreach (JsonNode? call in message["tool_calls"]?.AsArray() ?? [])
-                    AssertToolCall(call!.AsObject());
+                    AssertToolCall(call!.AsObject(), complete: (string)choice["finish_reason"]! != "length");
             }
             if (response["usage"] is JsonObject usage)
                 AssertUsage(usage);
@@ -286,13 +287,14 @@ public class WireFidelityTests
         }
     }
 
-    static void AssertToolCall(JsonObject call)
+    static void AssertToolCall(JsonObject call, bool complete = true)
     {
         Assert.Equal(JsonValueKind.String, call["id"]!.GetValueKind());
         Assert.Equal("function", (string)call["type"]!);
         Assert.Equal(JsonValueKind.String, call["function"]!["name"]!.GetValueKind());
         Assert.Equal(JsonValueKind.String, call["function"]!["arguments"]!.GetValueKind()); // a JSON *string*
-        Assert.IsType<JsonObject>(JsonNode.Parse((string)call["function"]!["arguments"]!));
+        if (complete)
+            Assert.IsType<JsonObject>(JsonNode.Parse((string)call["function"]!["arguments"]!));
     }
 }
 

@@ -124,19 +124,28 @@ public class ResponsesFlowTests
         Assert.Equal("Sorry." + Environment.NewLine, run.Stdout);
     }
 
-    [Fact]
-    public async Task ModelThatKeepsCallingTools_StopsAtMaxRounds_WithOneErrorLine()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ModelThatKeepsCallingTools_IsAskedForAnAnswerAfterMaxRounds_ThenStopsWithOneErrorLine(bool answers)
     {
         JsonObject call = ResponsesWire.Call("call_1", "Oslo");
+        JsonObject last = ResponsesWire.Request(ResponsesWire.User("Weather?"), call, ResponsesWire.Output("call_1", Wire.Weather("Oslo")));
+        last["tool_choice"] = "none"; // the request after the last round allowed asks for an answer
         using var dir = new TempDir();
         string cassette = Wire.Cassette(
             ResponsesWire.Exchange(ResponsesWire.Request(ResponsesWire.User("Weather?")), ResponsesWire.Response(call)),
-            ResponsesWire.Exchange(
-                ResponsesWire.Request(ResponsesWire.User("Weather?"), call, ResponsesWire.Output("call_1", Wire.Weather("Oslo"))),
-                ResponsesWire.Response(ResponsesWire.Call("call_2", "Oslo")))).Save(dir);
+            ResponsesWire.Exchange(last, ResponsesWire.Response(answers ? ResponsesWire.Message("Mild in Oslo.") : ResponsesWire.Call("call_2", "Oslo")))).Save(dir);
 
         CliResult run = await App.RunAsync("Weather?", "--api", "responses", "--replay", cassette, "--max-rounds", "1");
 
+        Assert.Contains("tool_choice now \"none\": the last request (--max-rounds 1) asks for an answer", run.Stderr);
+        if (answers)
+        {
+            Assert.True(run.ExitCode == 0, run.ToString());
+            Assert.Equal("Mild in Oslo.", run.Stdout.Trim());
+            return;
+        }
         Assert.Equal(1, run.ExitCode);
         Assert.StartsWith("error: the model still asks for tools after 1 round of tool calls (--max-rounds 1)", run.Stderr.TrimEnd().Split('\n')[^1]);
     }
@@ -517,7 +526,10 @@ public class ResponsesWireFidelityTests
     static void AssertFunctionCall(JsonNode item)
     {
         ApiAssert.HasFields(item, "type", "call_id", "name", "arguments");
-        Assert.IsType<JsonObject>(JsonNode.Parse((string)item["arguments"]!)); // a JSON *string*
+        Assert.Equal(JsonValueKind.String, item["arguments"]!.GetValueKind()); // a JSON *string*
+        // An item cut off by max_output_tokens (responses-max-tokens.json) may end in the middle of its arguments.
+        if ((string?)item["status"] != "incomplete")
+            Assert.IsType<JsonObject>(JsonNode.Parse((string)item["arguments"]!));
     }
 
     /// <summary>The events' required fields, in order: a stream ends with response.completed, its sequence_numbers count up.</summary>
