@@ -256,20 +256,22 @@ public class McpClientTests
         await stderr.WaitForAsync("slow: started");
         cancel.Cancel();
 
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call.WaitAsync(Bound));
         await stderr.WaitForAsync("slow: cancelled");  // the SDK cancels the tool's token on notifications/cancelled
         Assert.Equal(("It's 18°C and partly cloudy in Rome.", false), await CallAsync(mcp, "get_weather", """{"city":"Rome"}"""));
     }
 
     [Fact]
-    public async Task Dispose_ClosesStdin_AndTheServerIsGone()
+    public async Task Dispose_ClosesStdin_AndTheServerExitsByItself()
     {
-        McpClient mcp = await StartTestServerAsync();
+        var stderr = new StderrLines();
+        McpClient mcp = await StartTestServerAsync(stderr);
         int id = mcp.ProcessId;
 
-        await mcp.DisposeAsync();
+        await mcp.DisposeAsync().AsTask().WaitAsync(Bound);
 
         Assert.True(IsGone(id), $"process {id} is still running");
+        Assert.Contains("stdin is closed: exiting", stderr.Lines);  // it was not killed
     }
 
     [Fact]
@@ -279,7 +281,7 @@ public class McpClientTests
         mcp.ExitGrace = TimeSpan.FromMilliseconds(200);
         int id = mcp.ProcessId;
 
-        await mcp.DisposeAsync();
+        await mcp.DisposeAsync().AsTask().WaitAsync(Bound);
 
         Assert.True(IsGone(id), $"process {id} is still running");
     }
@@ -318,13 +320,16 @@ public class McpClientTests
 
     // The path is quoted, as a path with spaces would have to be.
     static Task<McpClient> StartTestServerAsync(StderrLines stderr, params string[] options) =>
-        McpClient.StartAsync(string.Join(' ', [$"dotnet \"{TestServerDll}\"", .. options]), stderr, CancellationToken.None);
+        McpClient.StartAsync(string.Join(' ', [$"dotnet \"{TestServerDll}\"", .. options]), stderr, CancellationToken.None).WaitAsync(Bound);
 
     static Task<McpClient> StartAsync(string command, TimeSpan? timeout = null) =>
-        McpClient.StartAsync(command, new StderrLines(), CancellationToken.None, timeout);
+        McpClient.StartAsync(command, new StderrLines(), CancellationToken.None, timeout).WaitAsync(Bound);
 
     static async Task<(string Text, bool IsError)> CallAsync(McpClient mcp, string tool, string arguments = "{}") =>
-        await mcp.CallToolAsync(tool, JsonNode.Parse(arguments)!.AsObject(), CancellationToken.None);
+        await mcp.CallToolAsync(tool, JsonNode.Parse(arguments)!.AsObject(), CancellationToken.None).WaitAsync(Bound);
+
+    /// <summary>How long a test waits for anything, so that a client that hangs fails its test instead (TimeoutException).</summary>
+    static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
     /// <summary>A server as a /bin/sh script in the test's folder; the command that starts it.</summary>
     static string Script(TempDir dir, string body)
@@ -381,7 +386,7 @@ public class McpClientTests
             }
         }
 
-        /// <summary>Until a line containing TEXT has come; 30 s at most, so that a failing test fails rather than hangs.</summary>
+        /// <summary>Until a line containing TEXT has come (within Bound).</summary>
         public Task WaitForAsync(string text)
         {
             lock (lines)
@@ -390,7 +395,7 @@ public class McpClientTests
                     return Task.CompletedTask;
                 var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 waiting.Add((text, seen));
-                return seen.Task.WaitAsync(TimeSpan.FromSeconds(30));
+                return seen.Task.WaitAsync(Bound);
             }
         }
     }

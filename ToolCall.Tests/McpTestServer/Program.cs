@@ -64,6 +64,7 @@ if (linger)
     Console.Error.WriteLine("linger: stdin is closed, staying up");
     await Task.Delay(Timeout.Infinite);
 }
+Console.Error.WriteLine("stdin is closed: exiting");
 return 0;
 
 static Tool NewTool(string name, string description, string schema = """{"type":"object"}""") =>
