@@ -27,17 +27,15 @@ sealed record McpTool(string Name, string Description, JsonObject InputSchema);
 /// </summary>
 sealed class McpClient : IAsyncDisposable
 {
-    // Two eras of the protocol are in use. Revision 2025-11-25 (and those before it) opens with the initialize
-    // handshake; 2026-07-28 has no handshake: each request carries the version and capabilities in params._meta, and
-    // server/discover tells what a server supports. The 2026 spec has a client that speaks both probe with
-    // server/discover first (transports/stdio, "Backward Compatibility"). This client sends initialize first and
-    // falls back to server/discover, for what the servers in use speak: the official reference server
-    // (@modelcontextprotocol/server-everything 2026.8.31, on the TypeScript SDK 1.32) speaks 2025-11-25 only and
-    // answers server/discover with -32601, and so does every server built on an SDK without the 2026 revision; the
-    // C# SDK's servers speak both and answer initialize. So initialize is one round trip that works with nearly every
-    // server, where a probe costs one more for each of them, and a legacy server that stays silent on an unknown
-    // request (the spec allows it) would cost a whole probe timeout. A 2026-only server must answer initialize with a
-    // JSON-RPC error (versioning, "Compatibility Matrix"), so the fallback is decided by an answer, never by a timeout.
+    // Two revisions are in use: 2025-11-25 (and older) opens with the initialize handshake; 2026-07-28 has none, each
+    // request carries the version and capabilities in params._meta, and server/discover tells what a server speaks.
+    // The 2026 spec has a client that speaks both probe with server/discover first (transports/stdio, "Backward
+    // Compatibility"); this one sends initialize first and falls back to server/discover, for what servers speak
+    // today: the official reference server (server-everything 2026.8.31, TypeScript SDK 1.32) speaks 2025-11-25 only
+    // and answers server/discover with -32601, as does any server on an SDK without the 2026 revision; the C# SDK's
+    // speak both. A probe would cost all of them a round trip, and a legacy server silent on unknown requests (the spec
+    // allows it) a whole timeout, while a 2026-only server must answer initialize with a JSON-RPC error (versioning,
+    // "Compatibility Matrix"): the fallback follows an answer, never a timeout.
     public const string HandshakeVersion = "2025-11-25";
     public const string StatelessVersion = "2026-07-28";
     static readonly string[] HandshakeVersions = [HandshakeVersion, "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -86,8 +84,8 @@ sealed class McpClient : IAsyncDisposable
         this.process = process;
         this.stderr = stderr;
         Command = command;
+        errorLoop = Task.Run(PassStderrAsync);  // first: the read loop waits for it when the server exits
         readLoop = Task.Run(ReadLoopAsync);
-        errorLoop = Task.Run(PassStderrAsync);
     }
 
     /// <summary>
@@ -98,18 +96,8 @@ sealed class McpClient : IAsyncDisposable
         string command, TextWriter stderr, CancellationToken cancellationToken, TimeSpan? handshakeTimeout = null)
     {
         List<string> words = SplitCommand(command);
-        var start = new ProcessStartInfo(words[0])
-        {
-            UseShellExecute = false,
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            StandardInputEncoding = Utf8,
-            StandardOutputEncoding = Utf8,
-            StandardErrorEncoding = Utf8,
-        };
-        foreach (string word in words.Skip(1))
-            start.ArgumentList.Add(word);
+        var start = new ProcessStartInfo(words[0], words.Skip(1)) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        start.StandardInputEncoding = start.StandardOutputEncoding = start.StandardErrorEncoding = Utf8;
         Process process;
         try
         {
@@ -359,10 +347,7 @@ sealed class McpClient : IAsyncDisposable
         return null;
     }
 
-    /// <summary>
-    /// A request from the server. This client declares no capabilities, so each is "Method not found" (-32601), but
-    /// ping, which either side may send at any time and must be answered with an empty result.
-    /// </summary>
+    /// <summary>A request from the server: "Method not found" (-32601), as this client declares no capabilities, but ping.</summary>
     void Answer(JsonNode? id, string method)
     {
         var answer = new JsonObject { ["jsonrpc"] = "2.0", ["id"] = id?.DeepClone() };
@@ -397,7 +382,7 @@ sealed class McpClient : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
         {
-            // The pipe is gone with the process.
+            // The pipe went with the process.
         }
     }
 
