@@ -298,7 +298,7 @@ sealed class McpClient : IAsyncDisposable
             if (await ExitedWithinAsync(TimeSpan.FromSeconds(2)))
                 end = $"exited with code {process.ExitCode}";
             // Its last words on stderr are read to the end before they are quoted.
-            await Task.WhenAny(errorLoop, Task.Delay(TimeSpan.FromSeconds(1)));
+            await Task.WhenAny(errorLoop, Task.Delay(TimeSpan.FromSeconds(2)));
             if (lastStderrLine is not null)
                 detail = $" (its last line on stderr: {Quote(lastStderrLine)})";
         }

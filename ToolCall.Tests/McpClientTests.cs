@@ -162,7 +162,7 @@ public class McpClientTests
     public async Task ServerThatPrintsSomethingElseThanJsonRpc_IsOneClearError(string print, string expected)
     {
         using var dir = new TempDir();
-        string command = Script(dir, $"{print}\ncat > /dev/null");
+        string command = Script(dir, $"read request\n{print}\ncat > /dev/null");  // the answer to initialize
 
         var error = await Assert.ThrowsAsync<FlowException>(() => StartAsync(command));
 
@@ -266,6 +266,7 @@ public class McpClientTests
     {
         var stderr = new StderrLines();
         McpClient mcp = await StartTestServerAsync(stderr);
+        mcp.ExitGrace = TimeSpan.FromSeconds(30);  // however slow the machine, no kill: the exit is the server's own
         int id = mcp.ProcessId;
 
         await mcp.DisposeAsync().AsTask().WaitAsync(Bound);
