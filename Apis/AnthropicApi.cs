@@ -256,6 +256,10 @@ sealed class StreamedMessage(TextWriter output) : EventStreamReader(output)
 
     protected override string EndMarker => "message_stop";
 
+    /// <summary>A message_delta with a stop_reason says the message is whole: message_stop adds nothing after it. The
+    /// Anthropic SDKs' MessageStream ends at any clean end after message_start; this asks for the stop_reason.</summary>
+    protected override JsonObject? CompleteAtEnd() => Json.String(message["stop_reason"]) is null ? null : ToMessage();
+
     protected override JsonObject? Add(string data, JsonObject? json, int position)
     {
         if (json is null)

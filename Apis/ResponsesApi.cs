@@ -216,8 +216,18 @@ sealed class ResponsesApi : Api
 sealed class StreamedResponse(TextWriter output) : EventStreamReader(output)
 {
     readonly SortedDictionary<int, PartialItem> items = [];
+    JsonObject? lastResponse; // the response as response.created or .in_progress last described it
 
     protected override string EndMarker => "response.completed";
+
+    /// <summary>
+    /// Every output item done (response.output_item.done) says the reply's content is whole even when
+    /// response.completed never came; its status and usage are then the last ones the stream gave. openai-node's
+    /// ResponseStream resolves any clean end with the response so far; this asks for whole items, since a half call must
+    /// not run.
+    /// </summary>
+    protected override JsonObject? CompleteAtEnd() =>
+        items.Count > 0 && items.Values.All(item => item.Done is not null) ? ToResponse(lastResponse ?? []) : null;
 
     protected override JsonObject? Add(string data, JsonObject? json, int position)
     {
@@ -246,6 +256,9 @@ sealed class StreamedResponse(TextWriter output) : EventStreamReader(output)
                 break;
             case "response.output_item.done" when json["item"] is JsonObject item:
                 ItemAt(json).Done = (JsonObject)item.DeepClone(); // the item whole, as the server finished it
+                break;
+            case "response.created" or "response.in_progress" when json["response"] is JsonObject response:
+                lastResponse = response;
                 break;
             case "response.completed" or "response.incomplete":
                 return ToResponse(json["response"] as JsonObject ?? throw new FlowException($"event {position} ({Json.String(json["type"])}) has no response object."));

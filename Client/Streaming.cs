@@ -35,6 +35,10 @@ abstract class EventStreamReader(TextWriter output)
     /// event that ends it has come, else null.</summary>
     protected abstract JsonObject? Add(string data, JsonObject? json, int position);
 
+    /// <summary>The reply, when the stream ended cleanly without the event that ends it but after one that says the
+    /// reply is whole (each API's own signal, PROTOCOL.md "Streaming"); null when nothing says so.</summary>
+    protected abstract JsonObject? CompleteAtEnd();
+
     /// <summary>
     /// Reads the events up to the one that ends the reply, writing its text to the output as it arrives and keeping
     /// every event in `events` (for --record and --trace), and returns the reply. `waiting` (the "waiting for the
@@ -71,7 +75,9 @@ abstract class EventStreamReader(TextWriter output)
         {
             EndText();
         }
-        throw Incomplete(events.Count, "ended");
+        // The body ended cleanly (not cut: that is an IOException above) before the event that ends a reply. The
+        // SDKs read such a stream as finished; a reply that says it is whole is used, and any other is an error.
+        return CompleteAtEnd() ?? throw Incomplete(events.Count, "ended");
     }
 
     /// <summary>The event's data as a JSON object, else null. An object holding an unpaired surrogate escape ("\ud800")
@@ -139,6 +145,11 @@ sealed class StreamedReply(TextWriter output) : EventStreamReader(output)
     bool hasChoice;
 
     protected override string EndMarker => "data: [DONE]";
+
+    /// <summary>A finish_reason says the model has finished this choice: whatever the stream sends after it (the usage
+    /// chunk, `data: [DONE]`) adds nothing the steps need. openai-python, openai-node and openai-dotnet all end a stream
+    /// at a clean end of the body without an error.</summary>
+    protected override JsonObject? CompleteAtEnd() => finishReason is null ? null : ToCompletion();
 
     protected override JsonObject? Add(string data, JsonObject? chunk, int position)
     {
@@ -253,15 +264,28 @@ sealed class StreamedReply(TextWriter output) : EventStreamReader(output)
 
         /// <summary>
         /// The pieces split the arguments' text anywhere (inside a key, a \u escape, a number), so they are joined as
-        /// text and parsed only in step 3. Once the arguments are a complete JSON value, appending could only break
-        /// them: a piece that is a complete JSON value itself is the whole arguments sent again (some servers repeat
-        /// them in a last fragment), and replaces them.
+        /// text and parsed only in step 3. Some servers (DeepSeek, some gateways and proxies) send instead the whole
+        /// text so far in every fragment: a piece that begins with everything assembled so far replaces it. And once
+        /// the arguments are a complete JSON value, appending could only break them: a piece that is a complete JSON
+        /// value itself is the whole arguments sent again, however it is spaced, and replaces them too.
         /// </summary>
         public void AddArguments(string piece)
         {
-            if (piece.TrimStart().StartsWith('{') && Json.TryParse(arguments.ToString()) is not null && Json.TryParse(piece) is not null)
+            bool cumulative = arguments.Length > 0 && piece.Length >= arguments.Length && StartsWithSoFar(piece);
+            bool wholeAgain = piece.TrimStart().StartsWith('{') && Json.TryParse(arguments.ToString()) is not null && Json.TryParse(piece) is not null;
+            if (cumulative || wholeAgain)
                 arguments.Clear();
             arguments.Append(piece);
+        }
+
+        bool StartsWithSoFar(string piece)
+        {
+            for (int i = 0; i < arguments.Length; i++)
+            {
+                if (piece[i] != arguments[i])
+                    return false;
+            }
+            return true;
         }
 
         public JsonObject ToJson()

@@ -547,15 +547,29 @@ public class AnthropicStreamTests
     }
 
     [Fact]
-    public async Task StreamEndingBeforeMessageStop_IsAnErrorLine_NotAnAnswer()
+    public async Task StreamEndingCleanlyAfterTheStopReason_IsAWholeMessage_WithoutMessageStop()
     {
+        // Reversed (issue 12): message_delta's stop_reason says the message is whole; the Anthropic SDKs end a stream at
+        // a clean end of the body without an error.
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(AnthropicWire.StreamExchange(
             AnthropicWire.Request(AnthropicWire.User("Hi?")), AnthropicWire.Start(), AnthropicWire.TextDelta(0, "Hello"), AnthropicWire.MessageDelta("end_turn", 2))));
 
         CliResult run = await App.RunAsync("Hi?", "--api", "anthropic", "--stream", "--base-url", server.BaseUrl);
 
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("Hello" + Environment.NewLine, run.Stdout);
+    }
+
+    [Fact]
+    public async Task StreamEndingBeforeTheStopReason_IsAnErrorLine_NotAnAnswer()
+    {
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(AnthropicWire.StreamExchange(
+            AnthropicWire.Request(AnthropicWire.User("Hi?")), AnthropicWire.Start(), AnthropicWire.TextDelta(0, "Hello"))));
+
+        CliResult run = await App.RunAsync("Hi?", "--api", "anthropic", "--stream", "--base-url", server.BaseUrl);
+
         Assert.Equal(1, run.ExitCode);
-        Assert.StartsWith("error: the stream ended after 3 events, before message_stop.", run.Stderr.TrimEnd().Split('\n')[^1]);
+        Assert.StartsWith("error: the stream ended after 2 events, before message_stop.", run.Stderr.TrimEnd().Split('\n')[^1]);
     }
 
     [Fact]

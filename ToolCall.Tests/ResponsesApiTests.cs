@@ -394,6 +394,32 @@ public class ResponsesStreamTests
     }
 
     [Fact]
+    public async Task StreamEndingCleanlyWithEveryItemDone_IsAWholeResponse_WithoutResponseCompleted()
+    {
+        // Decided from openai-node's ResponseStream (a clean end resolves with the response so far), asking for more: each
+        // item added must be done, so that no half call runs.
+        JsonObject call = ResponsesWire.Call("call_1", "Oslo");
+        JsonObject response = await ResponsesWire.AssembleAsync(
+            ResponsesWire.Event("response.created", new JsonObject { ["response"] = ResponsesWire.Response() }),
+            ResponsesWire.Event("response.output_item.added", new JsonObject { ["output_index"] = 0, ["item"] = call.DeepClone() }),
+            ResponsesWire.Event("response.output_item.done", new JsonObject { ["output_index"] = 0, ["item"] = call.DeepClone() }));
+
+        Assert.True(JsonNode.DeepEquals(call, response["output"]![0]), response.ToJsonString());
+    }
+
+    [Fact]
+    public async Task StreamEndingCleanlyWithAnItemNotDone_IsStillAnError()
+    {
+        JsonObject call = ResponsesWire.Call("call_1", "Oslo", arguments: "");
+
+        FlowException e = await Assert.ThrowsAsync<FlowException>(() => ResponsesWire.AssembleAsync(
+            ResponsesWire.Event("response.output_item.added", new JsonObject { ["output_index"] = 0, ["item"] = call }),
+            ResponsesWire.ArgumentsDelta(0, "{\"city\":\"Os")));
+
+        Assert.StartsWith("the stream ended after 2 events, before response.completed.", e.Message);
+    }
+
+    [Fact]
     public async Task StreamEndingBeforeResponseCompleted_IsAnErrorLine_NotAnAnswer()
     {
         await using ReplayServer server = ReplayServer.Start(Wire.Cassette(ResponsesWire.StreamExchange(

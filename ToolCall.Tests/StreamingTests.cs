@@ -261,14 +261,53 @@ public class StreamAssemblyTests
     }
 
     [Fact]
-    public async Task StreamEndingBeforeDone_Throws_EvenAfterAFinishReason()
+    public async Task StreamEndingCleanlyAfterAFinishReason_IsAWholeReply_WithoutDone()
     {
+        // Reversed (issue 12): a body that ends cleanly after finish_reason is a finished reply, as every official SDK
+        // reads it; only a stream cut before any finish_reason, or a body that breaks off, is incomplete.
         string sse = StreamWire.Sse([StreamWire.Calls(StreamWire.Fragment(0, "call_c", "get_weather", "{\"city\":\"Oslo\"}")), StreamWire.Finish("tool_calls")]);
+
+        JsonObject completion = await new StreamedReply(TextWriter.Null).ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(sse)), [], null, CancellationToken.None);
+
+        Assert.Equal("tool_calls", (string)completion["choices"]![0]!["finish_reason"]!);
+        Assert.Equal("{\"city\":\"Oslo\"}", (string)completion["choices"]![0]!["message"]!["tool_calls"]![0]!["function"]!["arguments"]!);
+    }
+
+    [Fact]
+    public async Task StreamEndingCleanlyBeforeAnyFinishReason_StillThrows()
+    {
+        string sse = StreamWire.Sse([StreamWire.Calls(StreamWire.Fragment(0, "call_c", "get_weather", "{\"city\":\"Os"))]);
 
         FlowException e = await Assert.ThrowsAsync<FlowException>(() =>
             new StreamedReply(TextWriter.Null).ReadAsync(new MemoryStream(Encoding.UTF8.GetBytes(sse)), [], null, CancellationToken.None));
 
-        Assert.StartsWith("the stream ended after 2 events, before data: [DONE].", e.Message);
+        Assert.StartsWith("the stream ended after 1 event, before data: [DONE].", e.Message);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task CumulativeArgumentFragments_ReplaceWhatCameBefore_LikeIncrementalOnes_SplitAtEveryByte(bool cumulative)
+    {
+        // Some servers send the whole argument text so far in every fragment ("{\"ci", "{\"city\":\"Os", …); others the
+        // next piece only. Both must give the same call, however the bytes arrive.
+        string[] pieces = ["{\"ci", "ty\":\"Os", "lo\"}"];
+        string[] sent = cumulative ? [pieces[0], pieces[0] + pieces[1], pieces[0] + pieces[1] + pieces[2]] : pieces;
+        JsonNode[] events =
+        [
+            StreamWire.Calls(StreamWire.Fragment(0, "call_o", "get_weather", sent[0])),
+            StreamWire.Calls(StreamWire.Fragment(0, arguments: sent[1])),
+            StreamWire.Calls(StreamWire.Fragment(0, arguments: sent[2])),
+            StreamWire.Finish("tool_calls"),
+            "[DONE]",
+        ];
+        byte[] bytes = Encoding.UTF8.GetBytes(StreamWire.Sse(events));
+
+        for (int split = 0; split <= bytes.Length; split++)
+        {
+            JsonObject completion = await new StreamedReply(TextWriter.Null).ReadAsync(new ChoppedStream(bytes, split, bytes.Length), [], null, CancellationToken.None);
+            Assert.Equal("{\"city\":\"Oslo\"}", (string)completion["choices"]![0]!["message"]!["tool_calls"]![0]!["function"]!["arguments"]!);
+        }
     }
 
     [Theory]
@@ -466,17 +505,45 @@ public class StreamingFlowTests
     }
 
     [Fact]
-    public async Task StreamEndingWithoutDone_EndsWithOneErrorLineAndExit1_AndNothingIsSentOn()
+    public async Task GatewayStreamWhoseDoneHasNoBlankLine_IsWhole_AndItsCallRuns()
     {
-        using var dir = new TempDir();
-        string cassette = Wire.Cassette(StreamWire.Exchange(StreamWire.Request(Wire.User("Oslo?")),
-            StreamWire.Calls(StreamWire.Fragment(0, "call_c", "get_weather", "{\"city\":\"Oslo\"}")), StreamWire.Finish("tool_calls"))).Save(dir);
+        // Reversed (issue 12), from a real stream of a gateway in front of Claude: text first, then a tool call at index
+        // 1, finish_reason "tool_calls", then `data: [DONE]` with no blank line after it. By the SSE spec that last event
+        // is never dispatched, but the reply was complete: every official SDK would have run the call.
+        JsonObject user = Wire.User("Oslo?");
+        JsonObject asked = Wire.AskForTools(Wire.WeatherCall("call_c", "Oslo"));
+        asked["content"] = "Let me check.";
+        string sse = StreamWire.Sse([
+            StreamWire.Chunk(new JsonObject { ["role"] = "assistant", ["content"] = "Let me check." }),
+            StreamWire.Calls(StreamWire.Fragment(1, "call_c", "get_weather", "{\"city\":\"Oslo\"}")),
+            StreamWire.Finish("tool_calls")]) + "data: [DONE]";
+        using var first = new HeaderCapturingServer(Encoding.UTF8.GetBytes(
+            $"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {Encoding.UTF8.GetByteCount(sse)}\r\nConnection: close\r\n\r\n{sse}"));
+        var events = new JsonArray();
+        using var http = new HttpClient();
+        var chat = new ResilientChatClient(http, first.BaseUrl, Apis.Chat, null, StepLog.Silent) { StreamTextTo = new StringWriter() };
 
-        CliResult run = await App.RunAsync("--stream", "--replay", cassette);
+        JsonObject completion = await chat.PostAsync(StreamWire.Request(user));
+
+        JsonNode message = completion["choices"]![0]!["message"]!;
+        Assert.Equal("Let me check.", (string)message["content"]!);
+        Assert.Equal("{\"city\":\"Oslo\"}", (string)message["tool_calls"]![0]!["function"]!["arguments"]!);
+        Assert.Equal("tool_calls", (string)completion["choices"]![0]!["finish_reason"]!);
+    }
+
+    [Fact]
+    public async Task BodyBrokenOffAfterAFinishReason_IsStillAnError_NotAWholeReply()
+    {
+        // A chunked body whose last chunk never comes: the connection broke, which is not a clean end.
+        string sse = StreamWire.Sse([StreamWire.Calls(StreamWire.Fragment(0, "call_c", "get_weather", "{\"city\":\"Oslo\"}")), StreamWire.Finish("tool_calls")]);
+        using var server = new HeaderCapturingServer(Encoding.UTF8.GetBytes(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" +
+            $"{Encoding.UTF8.GetByteCount(sse):x}\r\n{sse}\r\n"));
+
+        CliResult run = await App.RunAsync("--stream", "Oslo?", "--base-url", server.BaseUrl);
 
         Assert.Equal(1, run.ExitCode);
-        string line = run.Stderr.TrimEnd().Split('\n').Last();
-        Assert.Equal("error: the stream ended after 2 events, before data: [DONE]. The reply may be incomplete, so none of it is used; try again.", line);
+        Assert.StartsWith("error: the stream was cut off after 2 events, before data: [DONE]", run.Stderr.TrimEnd().Split('\n').Last());
         Assert.DoesNotContain("Step 3", run.Stderr);
     }
 
