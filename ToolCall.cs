@@ -33,9 +33,14 @@ namespace ToolCall;
 
 /// <summary>A function the model may call: what the model is told (name, description, JSON schema) and your code.</summary>
 /// <param name="Parameters">The JSON schema of the arguments, as the model is shown it.</param>
-/// <param name="Run">Your code: it gets the model's arguments, parsed, and returns the text the model reads.</param>
-public sealed record Tool(string Name, string Description, JsonObject Parameters, Func<JsonObject, string> Run)
+/// <param name="Run">Your code: it gets the model's arguments, parsed, and a token that says when to give up (Ctrl+C,
+/// a timeout), and returns the text the model reads. A call of a service, a query or a file read awaits in it.</param>
+public sealed record Tool(string Name, string Description, JsonObject Parameters, Func<JsonObject, CancellationToken, Task<string>> Run)
 {
+    /// <summary>A tool whose code does not wait for anything: a plain function of the arguments.</summary>
+    public Tool(string Name, string Description, JsonObject Parameters, Func<JsonObject, string> Run)
+        : this(Name, Description, Parameters, (arguments, _) => Task.FromResult(Run(arguments))) { }
+
     /// <summary>Sends "strict": true with the function: the API then makes the model's arguments match Parameters,
     /// which must be in strict form (every property required, the optional ones nullable, no other properties).</summary>
     public bool Strict { get; init; }
@@ -132,6 +137,7 @@ public static class ToolCalling
     {
         options ??= new FlowOptions();
         Action<string>? log = options.Log; // log?.Invoke($"…"): without a log, the text is never even built
+        int failingRounds = 0;
 
         // Step 1: send the question and the tools. The request object *is* the conversation: step 3 appends to its
         // `messages` and step 4 sends the same object again, so the history can never drift from what was sent.
@@ -166,19 +172,21 @@ public static class ToolCalling
                 throw RoundLimitReached(options.MaxRounds);
 
             // Step 3: the assistant message goes into the history first: the API rejects tool results that do not
-            // follow the message that asked for them. Then one role:"tool" message per call, in the calls' order;
-            // leave one call unanswered and the next request fails.
+            // follow the message that asked for them. Then one role:"tool" message per call, in the calls' order
+            // (whatever order they finish in); leave one call unanswered and the next request fails.
             CompleteForHistory(calls, round);
             messages.Add((JsonNode)message); // (JsonNode): JsonArray's generic Add<T> would serialize by reflection
-            foreach (JsonObject call in calls.Cast<JsonObject>())
+            FunctionCall[] asked = [.. calls.Select(call => new FunctionCall(Text(call!["function"]!["name"]) ?? "", call["function"]!["arguments"]))];
+            (string Content, bool Failed)[] results = await (options.RunCalls ?? RunCallsAsync)(asked, tools, cancellationToken);
+            for (int i = 0; i < asked.Length; i++)
             {
-                JsonObject function = (JsonObject)call["function"]!;
-                string name = Text(function["name"]) ?? "";
-                (string result, _) = RunToolCall(name, function["arguments"], tools);
-                log?.Invoke($"Step 3: {Shown(name)}({Shown(Text(function["arguments"]))}) -> {Shown(result)}");
-                JsonNode toolMessage = new JsonObject { ["role"] = "tool", ["tool_call_id"] = call["id"]!.DeepClone(), ["content"] = result };
+                log?.Invoke($"Step 3: {Shown(asked[i].Name)}({Shown(Text(asked[i].Arguments))}) -> {Shown(results[i].Content)}");
+                JsonNode toolMessage = new JsonObject { ["role"] = "tool", ["tool_call_id"] = calls[i]!["id"]!.DeepClone(), ["content"] = results[i].Content };
                 messages.Add(toolMessage);
             }
+            failingRounds = results.All(result => result.Failed) ? failingRounds + 1 : 0;
+            if (failingRounds == MaxFailingRounds) // a model that only gets errors back rarely recovers: stop paying
+                throw OnlyFailures(results);
 
             // Step 4: send the whole history again. The reply goes back to step 2: text ends the flow, more tool calls
             // start another round.
@@ -264,12 +272,23 @@ public static class ToolCalling
         }
     }
 
+    /// <summary>The calls of one reply, one after another: their results, in the calls' order.</summary>
+    public static async Task<(string Content, bool Failed)[]> RunCallsAsync(
+        IReadOnlyList<FunctionCall> calls, IReadOnlyList<Tool> tools, CancellationToken cancellationToken)
+    {
+        var results = new (string Content, bool Failed)[calls.Count];
+        for (int i = 0; i < calls.Count; i++)
+            results[i] = await RunToolCallAsync(calls[i].Name, calls[i].Arguments, tools, cancellationToken);
+        return results;
+    }
+
     /// <summary>
     /// Runs one call and returns the content of its tool message, and whether the call failed. A bad call never breaks
     /// the history: the model reads what went wrong and can try again. Every API answers a call with this text; only
     /// its envelope differs (the Anthropic API also marks a failed one with "is_error").
     /// </summary>
-    public static (string Content, bool Failed) RunToolCall(string name, JsonNode? arguments, IReadOnlyList<Tool> tools)
+    public static async Task<(string Content, bool Failed)> RunToolCallAsync(
+        string name, JsonNode? arguments, IReadOnlyList<Tool> tools, CancellationToken cancellationToken)
     {
         Tool? tool = tools.FirstOrDefault(t => t.Name == name);
         if (tool is null)
@@ -298,9 +317,9 @@ public static class ToolCalling
 
         try
         {
-            return (tool.Run(args), false);
+            return (await tool.Run(args, cancellationToken), false);
         }
-        catch (Exception e)
+        catch (Exception e) when (!cancellationToken.IsCancellationRequested) // a cancelled run stops the flow
         {
             return ($"Error: {name} failed: {e.Message}", true);
         }
@@ -348,6 +367,14 @@ public static class ToolCalling
     internal static FlowException RoundLimitReached(int maxRounds) => new(
         $"the model still asks for tools after {Plural(maxRounds, "round")} of tool calls (--max-rounds {maxRounds}), even " +
         "when asked to answer; stopping. Raise --max-rounds if the task needs more rounds.");
+
+    /// <summary>Rounds in a row in which every call failed (an unknown function, bad arguments, an exception, a timeout)
+    /// before the flow stops, as Microsoft.Extensions.AI's MaximumConsecutiveErrorsPerRequest does.</summary>
+    internal const int MaxFailingRounds = 3;
+
+    internal static FlowException OnlyFailures((string Content, bool Failed)[] results) => new(
+        $"every tool call failed in {MaxFailingRounds} rounds in a row, the last with \"{Shown(results[^1].Content)}\"; stopping " +
+        "rather than spend more rounds. Check the tools, and what the model sends them.");
 
     /// <summary>A reply that asks for tools but was cut off by the output limit (`why`): none of its calls is run.</summary>
     internal static FlowException CutOff(string why, int? maxTokens) => new(
@@ -403,9 +430,17 @@ public sealed record FlowOptions
     public int MaxRounds { get; init; } = 8;
     public Action<string>? Log { get; init; }
 
+    /// <summary>Runs the calls of one reply, their results in the calls' order: by default one after another
+    /// (ToolCalling.RunCallsAsync); the program runs them its own way (Client/ToolRunner.cs).</summary>
+    public Func<IReadOnlyList<FunctionCall>, IReadOnlyList<Tool>, CancellationToken, Task<(string Content, bool Failed)[]>>? RunCalls { get; init; }
+
     /// <summary>"required" and a function's name make the model call a tool, on every request that carries them.</summary>
     public bool ForcesACall => ToolChoice is not (null or "auto" or "none");
 }
+
+/// <summary>One call of a reply: the function's name, and the arguments the model wrote (a JSON string; the Anthropic
+/// API sends an object).</summary>
+public sealed record FunctionCall(string Name, JsonNode? Arguments);
 
 // ===== The HTTP call: one POST of a JSON body to {base}/chat/completions, the JSON response back. ====================
 

@@ -41,6 +41,7 @@ sealed class AnthropicApi : Api
         ChatClient client, string model, string question, IReadOnlyList<Tool> tools, FlowOptions options, CancellationToken cancellationToken)
     {
         Action<string>? log = options.Log;
+        int failingRounds = 0; // rounds in a row in which every call failed
 
         // Step 1: send the question and the tools. As with Chat Completions, the request object is the conversation:
         // step 3 appends to its `messages` and step 4 sends the same object again.
@@ -82,19 +83,22 @@ sealed class AnthropicApi : Api
             // nothing before them. A failed call gets "is_error": true, so the model knows it did not work.
             JsonNode assistant = new JsonObject { ["role"] = "assistant", ["content"] = content };
             messages.Add(assistant);
-            var results = new JsonArray();
-            foreach (JsonObject call in calls)
+            FunctionCall[] asked = [.. calls.Select(call => new FunctionCall(Json.String(call["name"]) ?? "", call["input"]))];
+            (string Content, bool Failed)[] results = await (options.RunCalls ?? ToolCalling.RunCallsAsync)(asked, tools, cancellationToken);
+            var blocks = new JsonArray();
+            for (int i = 0; i < calls.Length; i++)
             {
-                string name = Json.String(call["name"]) ?? "";
-                (string result, bool failed) = ToolCalling.RunToolCall(name, call["input"], tools);
-                log?.Invoke($"Step 3: {ToolCalling.Shown(name)}({ToolCalling.Shown(Json.Compact(call["input"]))}) -> {ToolCalling.Shown(result)}");
-                var toolResult = new JsonObject { ["type"] = "tool_result", ["tool_use_id"] = call["id"]!.DeepClone(), ["content"] = result };
-                if (failed)
+                log?.Invoke($"Step 3: {ToolCalling.Shown(asked[i].Name)}({ToolCalling.Shown(Json.Compact(asked[i].Arguments))}) -> {ToolCalling.Shown(results[i].Content)}");
+                var toolResult = new JsonObject { ["type"] = "tool_result", ["tool_use_id"] = calls[i]["id"]!.DeepClone(), ["content"] = results[i].Content };
+                if (results[i].Failed)
                     toolResult["is_error"] = true;
-                results.Add((JsonNode)toolResult);
+                blocks.Add((JsonNode)toolResult);
             }
-            JsonNode answers = new JsonObject { ["role"] = "user", ["content"] = results };
+            JsonNode answers = new JsonObject { ["role"] = "user", ["content"] = blocks };
             messages.Add(answers);
+            failingRounds = results.All(result => result.Failed) ? failingRounds + 1 : 0;
+            if (failingRounds == ToolCalling.MaxFailingRounds)
+                throw ToolCalling.OnlyFailures(results);
 
             // Step 4: send the whole history again. The reply goes back to step 2: text ends the flow, more tool_use
             // blocks start another round.

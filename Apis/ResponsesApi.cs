@@ -35,6 +35,7 @@ sealed class ResponsesApi : Api
         ChatClient client, string model, string question, IReadOnlyList<Tool> tools, FlowOptions options, CancellationToken cancellationToken)
     {
         System.Action<string>? log = options.Log;
+        int failingRounds = 0; // rounds in a row in which every call failed
 
         // Step 1: send the question and the tools. As with Chat Completions, the request object is the conversation:
         // step 3 appends to its `input` and step 4 sends the same object again.
@@ -81,14 +82,17 @@ sealed class ResponsesApi : Api
             output.Clear(); // a JSON node has one parent: the items move from the response into the conversation
             foreach (JsonNode? item in received)
                 input.Add(item);
-            foreach (JsonObject call in calls)
+            FunctionCall[] asked = [.. calls.Select(call => new FunctionCall(Json.String(call["name"]) ?? "", call["arguments"]))];
+            (string Content, bool Failed)[] results = await (options.RunCalls ?? ToolCalling.RunCallsAsync)(asked, tools, cancellationToken);
+            for (int i = 0; i < calls.Length; i++)
             {
-                string name = Json.String(call["name"]) ?? "";
-                (string result, _) = ToolCalling.RunToolCall(name, call["arguments"], tools);
-                log?.Invoke($"Step 3: {ToolCalling.Shown(name)}({ToolCalling.Shown(Json.String(call["arguments"]))}) -> {ToolCalling.Shown(result)}");
-                JsonNode callOutput = new JsonObject { ["type"] = "function_call_output", ["call_id"] = call["call_id"]!.DeepClone(), ["output"] = result };
+                log?.Invoke($"Step 3: {ToolCalling.Shown(asked[i].Name)}({ToolCalling.Shown(Json.String(asked[i].Arguments))}) -> {ToolCalling.Shown(results[i].Content)}");
+                JsonNode callOutput = new JsonObject { ["type"] = "function_call_output", ["call_id"] = calls[i]["call_id"]!.DeepClone(), ["output"] = results[i].Content };
                 input.Add(callOutput);
             }
+            failingRounds = results.All(result => result.Failed) ? failingRounds + 1 : 0;
+            if (failingRounds == ToolCalling.MaxFailingRounds)
+                throw ToolCalling.OnlyFailures(results);
 
             // Step 4: send the whole conversation again. The reply goes back to step 2: text ends the flow, more
             // function calls start another round.

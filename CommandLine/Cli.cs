@@ -63,6 +63,17 @@ static class Cli
           --max-response-mb N
                              the most one response may be, in MB, a whole stream included; past it, it is
                              not read further (default 64)
+          --tool-timeout SECONDS
+                             the most one tool call may take; past it the call is stopped and the model is told
+                             it timed out (default 30)
+          --max-result-chars N
+                             a tool result longer than N characters is cut, and says so (default 20000)
+          --parallel-tools   run the calls of one reply together rather than one after another (their results
+                             still go into the history in the calls' order)
+          --confirm          before each call, show it and ask on the terminal whether to run it; a call you
+                             decline is answered "declined" (needs a terminal on stdin)
+          --mcp "COMMAND"    start an MCP server (stdio) and offer its tools too; repeatable; the command is
+                             split on spaces, double quotes group words, no shell
           --diagram          after the answer, a Mermaid sequence diagram of the run on stdout (a ```mermaid block)
           --port N           with serve: the port to listen on (default 0: any free port)
           --host ADDRESS     with serve: the address to listen on (default 127.0.0.1: this machine only)
@@ -82,13 +93,15 @@ static class Cli
                            Environment.GetEnvironmentVariable("TERM") != "dumb";
         // On a terminal the answer loses the escape sequences the model may have put in it; in a pipe it is as received.
         TextWriter stdout = Console.IsOutputRedirected ? Console.Out : new TerminalWriter(Console.Out);
-        return await RunAsync(args, Environment.GetEnvironmentVariable, stdout, Console.Error, cancel.Token, interactive);
+        TextReader? terminal = Console.IsInputRedirected ? null : Console.In;
+        return await RunAsync(args, Environment.GetEnvironmentVariable, stdout, Console.Error, cancel.Token, interactive, terminal);
     }
 
-    /// <summary>The whole program, with its environment passed in, so the tests can run it in-process.</summary>
+    /// <summary>The whole program, with its environment passed in, so the tests can run it in-process. `terminal` is
+    /// stdin when it is a terminal (--confirm asks there), else null.</summary>
     public static async Task<int> RunAsync(
         string[] args, Func<string, string?> environment, TextWriter stdout, TextWriter stderr,
-        CancellationToken cancellationToken, bool interactive = false)
+        CancellationToken cancellationToken, bool interactive = false, TextReader? terminal = null)
     {
         try
         {
@@ -100,7 +113,16 @@ static class Cli
             }
             if (options.ServeCassette is not null)
                 return await ServeAsync(options, stdout, stderr, cancellationToken);
-            return await AskAsync(options, environment, stdout, stderr, cancellationToken, interactive);
+            var servers = new List<McpClient>(); // --mcp: started for the run, shut down at its end however it ends
+            try
+            {
+                return await AskAsync(options, environment, stdout, stderr, cancellationToken, interactive, terminal, servers);
+            }
+            finally
+            {
+                foreach (McpClient server in servers)
+                    await server.DisposeAsync();
+            }
         }
         catch (UsageException e)
         {
@@ -121,7 +143,7 @@ static class Cli
 
     static async Task<int> AskAsync(
         Options options, Func<string, string?> environment, TextWriter stdout, TextWriter stderr,
-        CancellationToken cancellationToken, bool interactive)
+        CancellationToken cancellationToken, bool interactive, TextReader? terminal, List<McpClient> servers)
     {
         Api api = options.Api;
         string? apiKey = CheckedKey(NonEmpty(environment(api.KeyVariable)), api.KeyVariable);
@@ -129,7 +151,13 @@ static class Cli
         string model = options.Model ?? NonEmpty(environment(api.ModelVariable)) ?? api.DefaultModel;
         var log = new StepLog(stderr, options.Trace, interactive);
 
-        Tool[] tools = ProgramTools.Create(options.Strict);
+        if (options.Confirm && terminal is null)
+            throw new UsageException(
+                "--confirm asks on the terminal before each call, and stdin is not a terminal (a pipe or a file), so nobody could " +
+                "answer. Run it in a terminal, or without --confirm.");
+        var limits = new ToolLimits(TimeSpan.FromSeconds(options.ToolTimeoutSeconds), options.MaxResultChars);
+        Tool[] tools = ProgramTools.Create(options.Strict, limits, log.Info);
+        tools = await ProgramTools.WithMcpToolsAsync(tools, options.Mcp, api, options.Strict, limits, log, stderr, servers, cancellationToken);
         CheckToolChoice(options.ToolChoice, tools);
         var flowOptions = new FlowOptions
         {
@@ -138,6 +166,7 @@ static class Cli
             MaxTokens = options.MaxTokens,
             MaxRounds = options.MaxRounds,
             Log = log.Info,
+            RunCalls = new ToolRunner(options.ParallelTools, options.Confirm ? terminal : null, stderr).RunCallsAsync,
         };
         api.CheckOptions(flowOptions, tools);
         if (api.ToolsProblem(tools) is string toolsProblem)

@@ -24,6 +24,11 @@ sealed class Options
     public int Retries { get; private set; } = 2;
     public int TimeoutSeconds { get; private set; } = 60;
     public int MaxResponseMegabytes { get; private set; } = 64;
+    public int ToolTimeoutSeconds { get; private set; } = 30;
+    public int MaxResultChars { get; private set; } = 20_000;
+    public bool ParallelTools { get; private set; }
+    public bool Confirm { get; private set; }
+    public List<string> Mcp { get; } = [];
     public bool Diagram { get; private set; }
     public bool Help { get; private set; }
     public string? ServeCassette { get; private set; }
@@ -62,6 +67,11 @@ sealed class Options
                 case "--retries" when !serve: options.Retries = WholeNumber(arg, Value(), min: 0, max: 10); break;
                 case "--timeout" when !serve: options.TimeoutSeconds = WholeNumber(arg, Value(), min: 1, max: 3600); break;
                 case "--max-response-mb" when !serve: options.MaxResponseMegabytes = WholeNumber(arg, Value(), min: 1, max: 4096); break;
+                case "--tool-timeout" when !serve: options.ToolTimeoutSeconds = WholeNumber(arg, Value(), min: 1, max: 3600); break;
+                case "--max-result-chars" when !serve: options.MaxResultChars = WholeNumber(arg, Value(), min: 100, max: 10_000_000); break;
+                case "--parallel-tools" when !serve: options.ParallelTools = true; break;
+                case "--confirm" when !serve: options.Confirm = true; break;
+                case "--mcp" when !serve: options.Mcp.Add(Value()); break;
                 case "--diagram" when !serve: options.Diagram = true; break;
                 case "--port" when serve: options.Port = WholeNumber(arg, Value(), min: 0, max: 65535); break;
                 case "--host" when serve: options.Host = Address(arg, Value()); break;

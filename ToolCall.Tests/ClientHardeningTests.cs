@@ -184,7 +184,7 @@ public class ClientHardeningTests
              Wire.ToolMessage("call_2", Wire.Weather(longCity))],
             "Done.").Save(dir);
 
-        CliResult run = await App.RunAsync("--replay", cassette);
+        CliResult run = await App.RunAsync("--replay", cassette, "--max-result-chars", "1000000"); // the whole result goes back
 
         Assert.True(run.ExitCode == 0, run.ToString());
         Assert.DoesNotContain('\u001b', run.Stderr);

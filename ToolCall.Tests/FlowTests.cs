@@ -87,7 +87,7 @@ public class FlowTests
     public async Task BadArguments_AreAnsweredWithAnErrorToolMessageNamingTheFunction_AndTheFlowGoesOn(string arguments, string expected)
     {
         JsonObject asked = Wire.AskForTools(Wire.Call("call_b", "get_weather", arguments));
-        string error = ToolCalling.RunToolCall("get_weather", arguments, ProgramTools.Create()).Content;
+        string error = ToolRuns.Content("get_weather", arguments, ProgramTools.Create());
         Assert.StartsWith("Error: ", error);
         Assert.Contains("get_weather", error);
         Assert.Contains(expected, error);

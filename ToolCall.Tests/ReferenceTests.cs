@@ -13,24 +13,24 @@ public class ToolCallTests
 
     [Fact]
     public void ValidCall_ReturnsTheFunctionsResult() =>
-        Assert.Equal(Wire.Weather("Paris"), ToolCalling.RunToolCall("get_weather", """{"city":"Paris"}""", Tools).Content);
+        Assert.Equal(Wire.Weather("Paris"), ToolRuns.Content("get_weather", """{"city":"Paris"}""", Tools));
 
     [Fact]
     public void UnknownFunction_NamesItAndTheFunctionsThatExist() =>
-        Assert.Equal("Error: unknown function 'get_time'. Available functions: get_weather, get_forecast.", ToolCalling.RunToolCall("get_time", "{}", Tools).Content);
+        Assert.Equal("Error: unknown function 'get_time'. Available functions: get_weather, get_forecast.", ToolRuns.Content("get_time", "{}", Tools));
 
     [Fact]
     public void MissingRequiredArgument_NamesItAndItsType() =>
-        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolCalling.RunToolCall("get_weather", "{}", Tools).Content);
+        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolRuns.Content("get_weather", "{}", Tools));
 
     [Fact]
     public void WrongTypedArgument_NamesTheExpectedAndTheActualType() =>
-        Assert.Equal("Error: get_weather: argument 'city' must be a string, not a number.", ToolCalling.RunToolCall("get_weather", """{"city":42}""", Tools).Content);
+        Assert.Equal("Error: get_weather: argument 'city' must be a string, not a number.", ToolRuns.Content("get_weather", """{"city":42}""", Tools));
 
     [Fact]
     public void ArgumentsThatAreNotJson_SayWhatToSend()
     {
-        string result = ToolCalling.RunToolCall("get_weather", """{"city": "Par""", Tools).Content;
+        string result = ToolRuns.Content("get_weather", """{"city": "Par""", Tools);
 
         Assert.StartsWith("Error: the arguments for get_weather are not valid JSON (", result);
         Assert.EndsWith("Send a JSON object that matches the function's parameters.", result);
@@ -38,24 +38,24 @@ public class ToolCallTests
 
     [Fact]
     public void ArgumentsThatAreJsonButNotAnObject_AreRefused() =>
-        Assert.Equal("Error: the arguments for get_weather must be a JSON object, not an array.", ToolCalling.RunToolCall("get_weather", """["Paris"]""", Tools).Content);
+        Assert.Equal("Error: the arguments for get_weather must be a JSON object, not an array.", ToolRuns.Content("get_weather", """["Paris"]""", Tools));
 
     [Fact]
     public void EmptyArgumentsString_MeansNoArguments() =>
-        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolCalling.RunToolCall("get_weather", "", Tools).Content);
+        Assert.Equal("Error: get_weather: missing required argument 'city' (a string).", ToolRuns.Content("get_weather", "", Tools));
 
     [Fact]
     public void Forecast_TakesItsOptionalUnitAndArrayOfDetails() =>
         Assert.Equal("2-day forecast for Oslo: day 1 64°F partly cloudy, wind 12 km/h; day 2 66°F light rain, wind 12 km/h.",
-            ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":2,"unit":"fahrenheit","include":["wind"]}""", Tools).Content);
+            ToolRuns.Content("get_forecast", """{"city":"Oslo","days":2,"unit":"fahrenheit","include":["wind"]}""", Tools));
 
     [Fact]
     public void Forecast_AcceptsAWholeNumberWrittenWithAFraction() =>
-        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":1.0}""", Tools).Content);
+        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolRuns.Content("get_forecast", """{"city":"Oslo","days":1.0}""", Tools));
 
     [Fact]
     public void Forecast_WithoutTheOptionalUnit_UsesCelsius() =>
-        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":1}""", Tools).Content);
+        Assert.Equal("1-day forecast for Oslo: day 1 +18°C partly cloudy.", ToolRuns.Content("get_forecast", """{"city":"Oslo","days":1}""", Tools));
 
     [Theory]
     [InlineData("""{"city":"Oslo","days":2,"unit":"kelvin"}""", "Error: get_forecast: argument 'unit' must be one of [\"celsius\",\"fahrenheit\"], not \"kelvin\".")]
@@ -63,7 +63,7 @@ public class ToolCallTests
     [InlineData("""{"city":"Oslo","days":2,"include":["snow"]}""", "Error: get_forecast: argument 'include[0]' must be one of [\"wind\",\"humidity\",\"precipitation\"], not \"snow\".")]
     [InlineData("""{"city":"Oslo","days":9}""", "Error: get_forecast failed: days must be from 1 to 7, not 9")]
     public void Forecast_RejectsWhatItsSchemaOrItsCodeRejects(string arguments, string expected) =>
-        Assert.Equal(expected, ToolCalling.RunToolCall("get_forecast", arguments, Tools).Content);
+        Assert.Equal(expected, ToolRuns.Content("get_forecast", arguments, Tools));
 
     [Fact]
     public void NestedSchemas_AreCheckedThroughObjectsArraysAndEnums()
@@ -75,11 +75,11 @@ public class ToolCallTests
             """)!.AsObject();
         Tool[] tools = [ArgumentChecks.Checked(new Tool("forecast", "", schema, _ => "ok"))];
 
-        Assert.Equal("ok", ToolCalling.RunToolCall("forecast", """{"days":[{"unit":"c"}],"note":null}""", tools).Content);
+        Assert.Equal("ok", ToolRuns.Content("forecast", """{"days":[{"unit":"c"}],"note":null}""", tools));
         Assert.Equal("Error: forecast: argument 'days[1].unit' must be one of [\"c\",\"f\"], not \"k\".",
-            ToolCalling.RunToolCall("forecast", """{"days":[{"unit":"c"},{"unit":"k"}]}""", tools).Content);
+            ToolRuns.Content("forecast", """{"days":[{"unit":"c"},{"unit":"k"}]}""", tools));
         Assert.Equal("Error: forecast: missing required argument 'days[0].unit' (a string).",
-            ToolCalling.RunToolCall("forecast", """{"days":[{}]}""", tools).Content);
+            ToolRuns.Content("forecast", """{"days":[{}]}""", tools));
     }
 }
 

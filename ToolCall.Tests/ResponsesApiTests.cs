@@ -111,7 +111,7 @@ public class ResponsesFlowTests
         JsonObject second = ResponsesWire.Request([
             ResponsesWire.User("Weather?"), .. calls,
             ResponsesWire.Output("call_a", "Error: unknown function 'get_time'. Available functions: get_weather, get_forecast."),
-            ResponsesWire.Output("call_b", ToolCalling.RunToolCall("get_weather", """{"city": "Par""", ProgramTools.Create()).Content),
+            ResponsesWire.Output("call_b", ToolRuns.Content("get_weather", """{"city": "Par""", ProgramTools.Create())),
             ResponsesWire.Output("call_c", "Error: get_forecast failed: days must be from 1 to 7, not 9")]);
         using var dir = new TempDir();
         string cassette = Wire.Cassette(

@@ -526,3 +526,10 @@ static class Apis
     public static readonly Api Responses = Api.Named("responses");
     public static readonly Api Anthropic = Api.Named("anthropic");
 }
+
+/// <summary>One tool call run as step 3 runs it, for tests that check the text of its tool message.</summary>
+static class ToolRuns
+{
+    public static string Content(string name, JsonNode? arguments, IReadOnlyList<Tool> tools) =>
+        ToolCalling.RunToolCallAsync(name, arguments, tools, CancellationToken.None).GetAwaiter().GetResult().Content;
+}

@@ -192,14 +192,14 @@ public class ToolOptionTests
         Tool[] tools = ProgramTools.Create();
 
         Assert.Equal(
-            ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":2}""", tools).Content,
-            ToolCalling.RunToolCall("get_forecast", """{"city":"Oslo","days":2,"unit":null,"include":null}""", tools).Content);
+            ToolRuns.Content("get_forecast", """{"city":"Oslo","days":2}""", tools),
+            ToolRuns.Content("get_forecast", """{"city":"Oslo","days":2,"unit":null,"include":null}""", tools));
     }
 
     [Fact]
     public void NullForARequiredArgument_IsStillRejected() =>
         Assert.Equal("Error: get_forecast: argument 'city' must be a string, not null.",
-            ToolCalling.RunToolCall("get_forecast", """{"city":null,"days":2,"unit":null,"include":null}""", ProgramTools.Create()).Content);
+            ToolRuns.Content("get_forecast", """{"city":null,"days":2,"unit":null,"include":null}""", ProgramTools.Create()));
 
     [Theory]
     [MemberData(nameof(WireFidelityTests.ChatCassettes), MemberType = typeof(WireFidelityTests))]
