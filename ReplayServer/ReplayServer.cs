@@ -206,13 +206,25 @@ sealed class ReplayServer : IAsyncDisposable
             return cassette.MatchByContent ? PlayMatching(request, relativePath, api, body) : PlayNext(request, relativePath, api, body);
     }
 
-    /// <summary>"match": "order" (the default): the request must be the next interaction's.</summary>
+    /// <summary>
+    /// "match": "order" (the default): the request must be the next interaction's, or the first one's. A flow that
+    /// stops part-way (a Ctrl+C, a client that timed out on its first request and sends it again) leaves the cursor
+    /// in the middle of the cassette; the next flow's first request then starts the replay over instead of being
+    /// refused until a restart. The interaction at the cursor is tried first, so that a request recorded several
+    /// times in a row (429, then 503, then answered) still gets the next recording when it is retried. A request that
+    /// matches neither leaves the cursor where it is.
+    /// </summary>
     Reply PlayNext(HttpRequestReader.Request request, string relativePath, ServedApi? api, JsonNode? body)
     {
         int index = next;
         string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
         if (Difference(cassette.Interactions[index], request.Method, relativePath, api, body) is string difference)
-            return Mismatch(request, api, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
+        {
+            if (index == 0 || Difference(cassette.Interactions[0], request.Method, relativePath, api, body) is not null)
+                return Mismatch(request, api, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
+            next = 1;
+            return Play(request, 0, $"the replay starts over: the request did not match interaction {index + 1} but is the first one's");
+        }
         next = (index + 1) % cassette.Interactions.Count;
         return Play(request, index);
     }
@@ -244,10 +256,12 @@ sealed class ReplayServer : IAsyncDisposable
             ? $"expected {expected.Method} {expected.Path}, got {method} {relativePath}"
             : JsonMatch.FirstDifference(expected.RequestBody, body, api);
 
-    Reply Play(HttpRequestReader.Request request, int index)
+    /// <summary>Answers with interaction `index`; `why`, when given, is logged after its number.</summary>
+    Reply Play(HttpRequestReader.Request request, int index, string? why = null)
     {
         Interaction interaction = cassette.Interactions[index];
-        Reply reply = Log(request, interaction.Status, interaction.ResponseBody?.DeepClone(), $"interaction {index + 1} of {cassette.Interactions.Count}");
+        string note = $"interaction {index + 1} of {cassette.Interactions.Count}" + (why is null ? "" : $"; {why}");
+        Reply reply = Log(request, interaction.Status, interaction.ResponseBody?.DeepClone(), note);
         return reply with { Played = interaction };
     }
 
