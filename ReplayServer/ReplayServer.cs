@@ -8,6 +8,7 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
+using System.Globalization;
 using System.IO;
 using System.Linq;
 using System.Net;
@@ -29,6 +30,9 @@ sealed class ReplayServer : IAsyncDisposable
     public const string BasePath = "/v1";
     const int MaxHeaderBytes = 32 * 1024;
     public const int MaxBodyBytes = 8 * 1024 * 1024;
+
+    /// <summary>How much of a request's method or path the log shows; past it, the start and the full length.</summary>
+    const int MaxShownLength = 200;
 
     /// <summary>Connections served at once; more wait to be accepted. With the size limits above, this bounds memory.</summary>
     public const int MaxConnections = 64;
@@ -253,7 +257,7 @@ sealed class ReplayServer : IAsyncDisposable
 
     static string? Difference(Interaction expected, string method, string relativePath, ServedApi? api, JsonNode? body) =>
         method != expected.Method || relativePath != expected.Path
-            ? $"expected {expected.Method} {expected.Path}, got {method} {relativePath}"
+            ? $"expected {expected.Method} {expected.Path}, got {Shown(method)} {Shown(relativePath)}"
             : JsonMatch.FirstDifference(expected.RequestBody, body, api);
 
     /// <summary>Answers with interaction `index`; `why`, when given, is logged after its number.</summary>
@@ -278,11 +282,38 @@ sealed class ReplayServer : IAsyncDisposable
     static JsonObject ErrorBody(ServedApi? api, string message, string? code = null) =>
         api?.Error(message, code) ?? ApiError.Create(message, code: code);
 
+    /// <summary>One line per request: "{method} {path} -> {status} ({note})", each part Shown or Escaped, since each
+    /// can hold text of the request's.</summary>
     Reply Log(HttpRequestReader.Request request, int status, JsonNode? body, string note)
     {
         lock (log)
-            log.WriteLine($"{request.Method} {request.Path} -> {status} ({note})");
+            log.WriteLine($"{Shown(request.Method)} {Shown(request.Path)} -> {status} ({Escaped(note)})");
         return new Reply(status, body);
+    }
+
+    /// <summary>A method or path of the request as the log and a mismatch show it: Escaped, and cut after
+    /// MaxShownLength characters, with its full length.</summary>
+    static string Shown(string text) =>
+        Escaped(text.Length <= MaxShownLength ? text : $"{text[..MaxShownLength]}... ({text.Length} characters)");
+
+    /// <summary>
+    /// The text with each control character escaped as \u001b: C0 (a line break included), DEL and C1 (the request
+    /// line is read as Latin-1, so a byte 0x9B is U+009B, CSI). A request cannot write an escape sequence to the
+    /// terminal that shows the log, nor start a line of its own in it. A backslash is left as it is.
+    /// </summary>
+    static string Escaped(string text)
+    {
+        if (!text.Any(char.IsControl))
+            return text;
+        var escaped = new StringBuilder(text.Length + 16);
+        foreach (char c in text)
+        {
+            if (char.IsControl(c))
+                escaped.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:x4}");
+            else
+                escaped.Append(c);
+        }
+        return escaped.ToString();
     }
 
     /// <summary>

@@ -83,6 +83,37 @@ public class ServerHardeningTests
     }
 
     [Fact]
+    public async Task Log_EscapesControlCharactersOfTheRequest_SoNoRequestWritesToTheTerminalOrStartsALine()
+    {
+        var log = new StringWriter();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, log: log);
+        // ESC [2J clears a terminal, U+009B is CSI in one character, and a line feed would start a log line of its own.
+        string path = "/v1/\u001b[2J\u009b\n";
+
+        string response = await RawAsync(server, Encoding.Latin1.GetBytes(Post(HelloBody, path: path)));
+
+        Assert.StartsWith("HTTP/1.1 400 ", response);
+        Assert.Equal(
+            @"POST /v1/\u001b[2J\u009b\u000a -> 400 (mismatch at interaction 1 of 1: expected POST /chat/completions, got POST /\u001b[2J\u009b\u000a)",
+            log.ToString().TrimEnd());
+    }
+
+    [Fact]
+    public async Task Log_CutsAPathOver200Characters_GivingItsFullLength()
+    {
+        var log = new StringWriter();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, log: log);
+        string path = "/v1/" + new string('a', 4996);
+
+        string response = await RawAsync(server, Encoding.Latin1.GetBytes(Post(HelloBody, path: path)));
+
+        Assert.StartsWith("HTTP/1.1 400 ", response);
+        Assert.Equal(
+            $"POST /v1/{new string('a', 196)}... (5000 characters) -> 400 (mismatch at interaction 1 of 1: expected POST /chat/completions, got POST /{new string('a', 199)}... (4997 characters))",
+            log.ToString().TrimEnd());
+    }
+
+    [Fact]
     public async Task SeededFuzzOfRawRequests_NeverBreaksTheServer()
     {
         await using ReplayServer server = ReplayServer.Start(HelloCassette);
@@ -217,8 +248,8 @@ public class ServerHardeningTests
         Assert.Contains("Warning: listening on 0.0.0.0, not only on this machine", stderr.ToString());
     }
 
-    static string Post(string body, bool keepAlive = false) =>
-        $"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {Encoding.UTF8.GetByteCount(body)}\r\n" +
+    static string Post(string body, bool keepAlive = false, string path = "/v1/chat/completions") =>
+        $"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {Encoding.UTF8.GetByteCount(body)}\r\n" +
         (keepAlive ? "" : "Connection: close\r\n") + $"\r\n{body}";
 
     static async Task AssertStillServesAsync(ReplayServer server)
@@ -237,13 +268,15 @@ public class ServerHardeningTests
     }
 
     /// <summary>Sends `request` on a connection of its own and reads until the server closes it.</summary>
-    static async Task<string> RawAsync(ReplayServer server, string request)
+    static Task<string> RawAsync(ReplayServer server, string request) => RawAsync(server, Encoding.UTF8.GetBytes(request));
+
+    static async Task<string> RawAsync(ReplayServer server, byte[] request)
     {
         using TcpClient client = await ConnectAsync(server);
         NetworkStream stream = client.GetStream();
         try
         {
-            await stream.WriteAsync(Encoding.UTF8.GetBytes(request));
+            await stream.WriteAsync(request);
         }
         catch (IOException)
         {
