@@ -45,6 +45,46 @@ public class ServerHardeningTests
         await AssertStillServesAsync(server);
     }
 
+    public static TheoryData<string, string> RequestsThatRfc9112Refuses() => new()
+    {
+        { "two Content-Length lines that differ", Head("Content-Length: {0}", "Content-Length: 1{0}") + HelloBody },
+        { "a Content-Length list that differs", Head("Content-Length: {0}, 1{0}") + HelloBody },
+        { "Transfer-Encoding and Content-Length", Head("Transfer-Encoding: chunked", "Content-Length: {0}") + Chunked(HelloBody) },
+        { "Transfer-Encoding that does not end in chunked", Head("Transfer-Encoding: chunked, gzip") + Chunked(HelloBody) },
+        { "a header line without a colon", Head("Content-Length: {0}", "X-No-Colon") + HelloBody },
+        { "whitespace between a header name and its colon", Head("Content-Length : {0}") + HelloBody },
+        { "a header line folded onto the one before", Head("Content-Length: {0}", " X-Folded: more") + HelloBody },
+        { "a header name that is not a token", Head("Content-Length: {0}", "X(Note): y") + HelloBody },
+    };
+
+    /// <summary>RFC 9112 §5.1, §5.2 and §6.3: a header line the server cannot read for certain, or two framings of the
+    /// body that disagree, is answered 400 at once, never guessed at; the server's clock never moves here, so an
+    /// answer that waited for the body a framing promises (a 408) fails the test.</summary>
+    [Theory]
+    [MemberData(nameof(RequestsThatRfc9112Refuses))]
+    public async Task RequestThatRfc9112Refuses_IsAnswered400AtOnce_AndTheServerKeepsServing(string what, string request)
+    {
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, time: new ManualClock());
+
+        string response = await RawAsync(server, request);
+
+        Assert.True(response.StartsWith("HTTP/1.1 400 ", StringComparison.Ordinal), $"{what}: {response}");
+        Assert.Contains("Connection: close", response);
+        await AssertStillServesAsync(server);
+    }
+
+    [Theory]
+    [InlineData("two Content-Length lines with one value", "Content-Length: {0}", "Content-Length: {0}")]
+    [InlineData("a Content-Length list of one value", "Content-Length: {0}, {0}")]
+    public async Task ContentLengthGivenTwiceWithOneValue_IsRead_AsRfc9110Allows(string what, params string[] headers)
+    {
+        await using ReplayServer server = ReplayServer.Start(HelloCassette);
+
+        string response = await RawAsync(server, Head(headers) + HelloBody);
+
+        Assert.True(response.StartsWith("HTTP/1.1 200 ", StringComparison.Ordinal), $"{what}: {response}");
+    }
+
     [Fact]
     public async Task SlowlorisHeaders_AreCutAfterTheRequestTimeout_AndOthersAreStillServed()
     {
@@ -251,6 +291,14 @@ public class ServerHardeningTests
     static string Post(string body, bool keepAlive = false, string path = "/v1/chat/completions") =>
         $"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {Encoding.UTF8.GetByteCount(body)}\r\n" +
         (keepAlive ? "" : "Connection: close\r\n") + $"\r\n{body}";
+
+    /// <summary>The head of a POST of HelloBody with these header lines, "{0}" in them standing for its length.</summary>
+    static string Head(params string[] headers) =>
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+        string.Concat(headers.Select(h => h.Replace("{0}", $"{Encoding.UTF8.GetByteCount(HelloBody)}", StringComparison.Ordinal) + "\r\n")) + "\r\n";
+
+    /// <summary>The body in one chunk, then the last chunk (RFC 9112 §7.1).</summary>
+    static string Chunked(string body) => $"{Encoding.UTF8.GetByteCount(body):x}\r\n{body}\r\n0\r\n\r\n";
 
     static async Task AssertStillServesAsync(ReplayServer server)
     {
