@@ -21,8 +21,13 @@ using System.Threading.Tasks;
 
 namespace ToolCall;
 
-/// <summary>What the replay server answers: a status and a body, and for a played interaction its headers and faults.</summary>
-sealed record Reply(int Status, JsonNode? Body, Interaction? Played = null);
+/// <summary>What the replay server answers: a status and the body's bytes (none for a stream: its events are written as
+/// they go), and for a played interaction its headers and faults.</summary>
+sealed record Reply(int Status, ReadOnlyMemory<byte> Content, Interaction? Played = null)
+{
+    /// <summary>A reply whose body is this JSON, or empty for null.</summary>
+    public static Reply Of(int status, JsonNode? body) => new(status, body is null ? ReadOnlyMemory<byte>.Empty : Json.Utf8(body));
+}
 
 /// <summary>The replay server. Start it, point a client at BaseUrl, dispose it to stop.</summary>
 sealed class ReplayServer : IAsyncDisposable
@@ -136,14 +141,14 @@ sealed class ReplayServer : IAsyncDisposable
                     }
                     catch (HttpRequestReader.BadRequestException e)
                     {
-                        await WriteResponseAsync(stream, new Reply(e.Status, ApiError.Create(e.Message)), keepAlive: false, stopping.Token);
+                        await WriteResponseAsync(stream, Reply.Of(e.Status, ApiError.Create(e.Message)), keepAlive: false, stopping.Token);
                         return;
                     }
                     catch (OperationCanceledException) when (timeout.IsCancellationRequested && reader.InRequest)
                     {
                         // Wording ours: the API's own for this case is not public.
                         string message = $"The request did not arrive whole within {RequestTimeout.TotalSeconds:0} seconds.";
-                        await WriteResponseAsync(stream, new Reply(408, ApiError.Create(message)), keepAlive: false, stopping.Token);
+                        await WriteResponseAsync(stream, Reply.Of(408, ApiError.Create(message)), keepAlive: false, stopping.Token);
                         return;
                     }
                 }
@@ -222,15 +227,20 @@ sealed class ReplayServer : IAsyncDisposable
     {
         int index = next;
         string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
+        Reply reply;
         if (Difference(cassette.Interactions[index], request.Method, relativePath, api, body) is string difference)
         {
             if (index == 0 || Difference(cassette.Interactions[0], request.Method, relativePath, api, body) is not null)
                 return Mismatch(request, api, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
-            next = 1;
-            return Play(request, 0, $"the replay starts over: the request did not match interaction {index + 1} but is the first one's");
+            (index, reply) = (0, Play(request, 0, $"the replay starts over: the request did not match interaction {index + 1} but is the first one's"));
         }
-        next = (index + 1) % cassette.Interactions.Count;
-        return Play(request, index);
+        else
+        {
+            reply = Play(request, index);
+        }
+        if (reply.Played is not null) // a body that could not be sent leaves the cursor on its interaction
+            next = (index + 1) % cassette.Interactions.Count;
+        return reply;
     }
 
     /// <summary>"match": "content": the first interaction whose request this is, whatever came before.</summary>
@@ -260,13 +270,31 @@ sealed class ReplayServer : IAsyncDisposable
             ? $"expected {expected.Method} {expected.Path}, got {Shown(method)} {Shown(relativePath)}"
             : JsonMatch.FirstDifference(expected.RequestBody, body, api);
 
-    /// <summary>Answers with interaction `index`; `why`, when given, is logged after its number.</summary>
+    /// <summary>
+    /// Answers with interaction `index`; `why`, when given, is logged after its number. The body's bytes are made
+    /// here, under the lock (a parsed JsonNode is not safe to read from two threads at once) and before the log line,
+    /// so that a recorded body that cannot be written (System.Text.Json writes no string over 166,666,666
+    /// characters; a cassette built in code has no size limit) is answered 500 saying why, and logged so, instead of
+    /// logged as played and then cut off. Such a reply has no Played interaction.
+    /// </summary>
     Reply Play(HttpRequestReader.Request request, int index, string? why = null)
     {
         Interaction interaction = cassette.Interactions[index];
-        string note = $"interaction {index + 1} of {cassette.Interactions.Count}" + (why is null ? "" : $"; {why}");
-        Reply reply = Log(request, interaction.Status, interaction.ResponseBody?.DeepClone(), note);
-        return reply with { Played = interaction };
+        string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
+        ReadOnlyMemory<byte> content;
+        try
+        {
+            content = interaction.ResponseEvents is not null ? ReadOnlyMemory<byte>.Empty
+                : interaction.ResponseText is string text ? Encoding.UTF8.GetBytes(text)
+                : interaction.ResponseBody is JsonNode body ? Json.Utf8(body)
+                : ReadOnlyMemory<byte>.Empty;
+        }
+        catch (Exception e) // whatever stops the body being written: too long a string, too deep, over 2 GB
+        {
+            string message = $"The replay server cannot send the recorded body of {which}: {e.Message}";
+            return Log(request, Reply.Of(500, ApiError.Create(message, type: "server_error")), $"{which}, not sent: {e.Message}");
+        }
+        return Log(request, new Reply(interaction.Status, content, interaction), why is null ? which : $"{which}; {why}");
     }
 
     /// <summary>400, not a status that clients retry: a mismatch will not go away by sending the request again.</summary>
@@ -284,11 +312,13 @@ sealed class ReplayServer : IAsyncDisposable
 
     /// <summary>One line per request: "{method} {path} -> {status} ({note})", each part Shown or Escaped, since each
     /// can hold text of the request's.</summary>
-    Reply Log(HttpRequestReader.Request request, int status, JsonNode? body, string note)
+    Reply Log(HttpRequestReader.Request request, int status, JsonNode? body, string note) => Log(request, Reply.Of(status, body), note);
+
+    Reply Log(HttpRequestReader.Request request, Reply reply, string note)
     {
         lock (log)
-            log.WriteLine($"{Shown(request.Method)} {Shown(request.Path)} -> {status} ({Escaped(note)})");
-        return new Reply(status, body);
+            log.WriteLine($"{Shown(request.Method)} {Shown(request.Path)} -> {reply.Status} ({Escaped(note)})");
+        return reply;
     }
 
     /// <summary>A method or path of the request as the log and a mismatch show it: Escaped, and cut after
@@ -326,9 +356,7 @@ sealed class ReplayServer : IAsyncDisposable
             return await WriteEventStreamAsync(stream, reply.Status, reply.Played, keepAlive, cancellationToken);
         Interaction? played = reply.Played;
         Fault fault = played?.Fault ?? Fault.None;
-        ReadOnlyMemory<byte> content = played?.ResponseText is string text ? Encoding.UTF8.GetBytes(text)
-            : reply.Body is null ? ReadOnlyMemory<byte>.Empty
-            : Json.Utf8(reply.Body);
+        ReadOnlyMemory<byte> content = reply.Content;
         // truncate_after_bytes: a whole HTTP response, but its body ends early, and Content-Length says so.
         if (fault.TruncateAfterBytes is int truncated && truncated < content.Length)
             content = content[..truncated];

@@ -154,6 +154,22 @@ public class ServerHardeningTests
     }
 
     [Fact]
+    public async Task RecordedBodyThatCannotBeSent_IsAnswered500SayingWhy_AndLoggedSo_NotCutOff()
+    {
+        // System.Text.Json writes no string over 166,666,666 characters (its 1 GB token limit over 6, the longest
+        // escape of one character): a body that holds one was logged as 200, then the connection closed unanswered.
+        var log = new StringWriter();
+        var body = new JsonObject { ["text"] = new string('a', 170_000_000) };
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Wire.Exchange(Hello, body)), log: log);
+
+        (HttpStatusCode status, JsonNode? error) = await Http.PostAsync(server.BaseUrl + "/chat/completions", Hello);
+
+        Assert.Equal(HttpStatusCode.InternalServerError, status);
+        Assert.StartsWith("The replay server cannot send the recorded body of interaction 1 of 1: ", (string)error!["error"]!["message"]!);
+        Assert.StartsWith("POST /v1/chat/completions -> 500 (interaction 1 of 1, not sent: ", log.ToString());
+    }
+
+    [Fact]
     public async Task SeededFuzzOfRawRequests_NeverBreaksTheServer()
     {
         await using ReplayServer server = ReplayServer.Start(HelloCassette);
