@@ -116,8 +116,13 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
             string at = $"interaction {i + 1}";
             if (items[i] is not JsonObject item || item["request"] is not JsonObject request || item["response"] is not JsonObject response)
                 throw new UsageException(Bad($"{at} needs a \"request\" and a \"response\" object"));
+            // method and path have defaults (below); a body does not: left out, it would match a request sent without one.
+            if (!request.ContainsKey("body"))
+                throw new UsageException(Bad($"{at}'s request needs a \"body\" (null for a request sent without one)"));
             if (response["status"] is not JsonValue status || !status.TryGetValue(out int code) || code is < 100 or > 999)
                 throw new UsageException(Bad($"{at}'s response needs a \"status\" from 100 to 999"));
+            if (!response.ContainsKey("body") && !response.ContainsKey("text") && !response.ContainsKey("events"))
+                throw new UsageException(Bad($"{at}'s response needs a \"body\", \"text\" or \"events\""));
             if (ReadHeaders(response["headers"]) is not { } headers)
                 throw new UsageException(Bad($"{at}'s response \"headers\" must be an object of strings without line breaks"));
             if (response["text"] is JsonNode text && Json.String(text) is null)
