@@ -51,4 +51,29 @@ public class CassetteLoadTests
         Assert.Equal(("POST", "/chat/completions"), (loaded.Interactions[0].Method, loaded.Interactions[0].Path));
         Assert.Null(loaded.Interactions[1].RequestBody);
     }
+
+    [Fact]
+    public void DevZeroAsACassette_IsRefusedPastTheSizeLimit_NotReadUntilMemoryRunsOut()
+    {
+        if (OperatingSystem.IsWindows())
+            return; // no /dev/zero
+        // The file system gives /dev/zero a length of 0: only a limit on the bytes read stops it.
+
+        UsageException error = Assert.Throws<UsageException>(() => Cassette.Load("/dev/zero"));
+
+        Assert.Equal("cassette /dev/zero is over 64 MB, the most a cassette may be: check that it is the right file.", error.Message);
+    }
+
+    [Fact]
+    public void CassetteFileOver64MB_IsRefusedNamingTheLimit()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("huge.json");
+        using (FileStream file = File.Create(path))
+            file.SetLength(Cassette.MaxBytes + 1L); // zeros, and sparse: nothing is written to disk
+
+        UsageException error = Assert.Throws<UsageException>(() => Cassette.Load(path));
+
+        Assert.Equal($"cassette {path} is over 64 MB, the most a cassette may be: check that it is the right file.", error.Message);
+    }
 }
