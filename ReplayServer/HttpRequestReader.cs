@@ -11,8 +11,8 @@ using System.Threading.Tasks;
 
 namespace ToolCall;
 
-/// <summary>Reads HTTP/1.1 requests from a connection (RFC 9112): request line, headers, then a body sized by
-/// Content-Length or sent in chunks.</summary>
+/// <summary>Reads HTTP/1.1 requests from a connection (RFC 9112): request line and headers (ReadHeadAsync), then a body
+/// sized by Content-Length or sent in chunks (ReadBodyAsync).</summary>
 sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyBytes)
 {
     public sealed record Request(string Method, string Path, bool KeepAlive, byte[] Body)
@@ -20,6 +20,9 @@ sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyByt
         /// <summary>The request's headers, by name in any case.</summary>
         public IReadOnlyDictionary<string, string> Headers { get; init; } = new Dictionary<string, string>();
     }
+
+    /// <summary>A request's line and headers, read; its body not yet. BodyLength is null for a chunked body.</summary>
+    public sealed record Head(string Method, string Path, bool KeepAlive, IReadOnlyDictionary<string, string> Headers, long? BodyLength);
 
     public sealed class BadRequestException(int status, string message) : Exception(message)
     {
@@ -32,8 +35,9 @@ sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyByt
     /// <summary>True once part of the next request has arrived, until all of it has.</summary>
     public bool InRequest { get; private set; }
 
-    /// <summary>The next request, or null when the client closed the connection cleanly between requests.</summary>
-    public async Task<Request?> ReadAsync(CancellationToken cancellationToken)
+    /// <summary>The next request's line and headers, or null when the client closed the connection cleanly between
+    /// requests. ReadBodyAsync reads the rest.</summary>
+    public async Task<Head?> ReadHeadAsync(CancellationToken cancellationToken)
     {
         InRequest = end > start;
         int headerEnd;
@@ -67,13 +71,17 @@ sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyByt
         bool keepAlive = requestLine[2] == "HTTP/1.1"
             ? !string.Equals(headers.GetValueOrDefault("Connection"), "close", StringComparison.OrdinalIgnoreCase)
             : string.Equals(headers.GetValueOrDefault("Connection"), "keep-alive", StringComparison.OrdinalIgnoreCase);
-        long? length = BodyLength(contentLengths, transferEncodings); // null: chunked
+        return new Head(requestLine[0], requestLine[1], keepAlive, headers, BodyLength(contentLengths, transferEncodings));
+    }
 
-        if (string.Equals(headers.GetValueOrDefault("Expect"), "100-continue", StringComparison.OrdinalIgnoreCase))
+    /// <summary>The body of the request whose head ReadHeadAsync returned, after a "100 Continue" if it asks for one.</summary>
+    public async Task<Request> ReadBodyAsync(Head head, CancellationToken cancellationToken)
+    {
+        if (string.Equals(head.Headers.GetValueOrDefault("Expect"), "100-continue", StringComparison.OrdinalIgnoreCase))
             await stream.WriteAsync("HTTP/1.1 100 Continue\r\n\r\n"u8.ToArray(), cancellationToken);
 
         byte[] body;
-        if (length is not long sized)
+        if (head.BodyLength is not long sized)
         {
             body = await ReadChunkedAsync(cancellationToken);
         }
@@ -85,7 +93,7 @@ sealed class HttpRequestReader(Stream stream, int maxHeaderBytes, int maxBodyByt
             await ReadExactlyAsync(body, cancellationToken);
         }
         InRequest = false;
-        return new Request(requestLine[0], requestLine[1], keepAlive, body) { Headers = headers };
+        return new Request(head.Method, head.Path, head.KeepAlive, body) { Headers = head.Headers };
     }
 
     /// <summary>

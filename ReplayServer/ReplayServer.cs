@@ -39,7 +39,12 @@ sealed class ReplayServer : IAsyncDisposable
     /// <summary>How much of a request's method or path the log shows; past it, the start and the full length.</summary>
     const int MaxShownLength = 200;
 
-    /// <summary>Connections served at once; more wait to be accepted. With the size limits above, this bounds memory.</summary>
+    /// <summary>
+    /// Connections served at once; with the size limits above, this bounds memory. More wait to be accepted: one,
+    /// accepted but not read, for a slot, the rest in the listen backlog, first come first served. While every slot
+    /// is taken, the slot of the connection that has waited longest for a request's headers, past HeaderDeadline, is
+    /// given to the one that waits (see ConnectionSlots), so that slow clients cannot hold every slot.
+    /// </summary>
     public const int MaxConnections = 64;
 
     /// <summary>
@@ -48,12 +53,17 @@ sealed class ReplayServer : IAsyncDisposable
     /// </summary>
     public static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>How long a connection may wait for a request's headers (for its first request, from when it is
+    /// accepted; kept alive, from the end of the last answer) before, when every slot is taken, its slot can go to a
+    /// connection that waits to be accepted. Without that need, RequestTimeout alone applies.</summary>
+    public static readonly TimeSpan HeaderDeadline = TimeSpan.FromSeconds(2);
+
     readonly Cassette cassette;
     readonly TextWriter log;
     readonly TimeProvider time;
     readonly TcpListener listener;
     readonly CancellationTokenSource stopping = new();
-    readonly SemaphoreSlim slots = new(MaxConnections);
+    readonly ConnectionSlots slots;
     readonly ConcurrentDictionary<Socket, Task> connections = new();
     readonly Lock gate = new();
     readonly Task acceptLoop;
@@ -65,6 +75,7 @@ sealed class ReplayServer : IAsyncDisposable
         this.cassette = cassette;
         this.log = log ?? TextWriter.Null;
         this.time = time ?? TimeProvider.System;
+        slots = new ConnectionSlots(MaxConnections, HeaderDeadline, this.time);
         listener = new TcpListener(address, port);
         listener.Start();
         var endpoint = (IPEndPoint)listener.LocalEndpoint;
@@ -103,26 +114,36 @@ sealed class ReplayServer : IAsyncDisposable
         while (!stopping.IsCancellationRequested)
         {
             Socket socket;
+            ConnectionSlots.Slot slot;
             try
             {
-                await slots.WaitAsync(stopping.Token);
                 socket = await listener.AcceptSocketAsync(stopping.Token);
             }
             catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
             {
                 return;
             }
+            try
+            {
+                slot = await slots.TakeAsync(stopping.Token); // with every slot taken, the connection waits here, unread
+            }
+            catch (OperationCanceledException)
+            {
+                socket.Dispose();
+                return;
+            }
             Interlocked.Increment(ref accepted);
             Interlocked.Increment(ref open);
             socket.NoDelay = true;
-            Task connection = ServeConnectionAsync(socket);
+            Task connection = ServeConnectionAsync(socket, slot);
             connections[socket] = connection;
             _ = connection.ContinueWith(_ => connections.TryRemove(socket, out Task? _), TaskScheduler.Default);
         }
     }
 
-    /// <summary>One connection: requests one after another until the client closes it (HTTP/1.1 keep-alive).</summary>
-    async Task ServeConnectionAsync(Socket socket)
+    /// <summary>One connection: requests one after another until the client closes it (HTTP/1.1 keep-alive), or its
+    /// slot is reclaimed while it waits for a request's headers.</summary>
+    async Task ServeConnectionAsync(Socket socket, ConnectionSlots.Slot slot)
     {
         await Task.Yield();
         try
@@ -133,11 +154,11 @@ sealed class ReplayServer : IAsyncDisposable
             {
                 HttpRequestReader.Request? request;
                 using (var timeout = new CancellationTokenSource(RequestTimeout, time))
-                using (var reading = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token, timeout.Token))
+                using (var reading = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token, timeout.Token, slot.Reclaimed))
                 {
                     try
                     {
-                        request = await reader.ReadAsync(reading.Token);
+                        request = await ReadRequestAsync(reader, slot, reading.Token);
                     }
                     catch (HttpRequestReader.BadRequestException e)
                     {
@@ -151,21 +172,46 @@ sealed class ReplayServer : IAsyncDisposable
                         await WriteResponseAsync(stream, Reply.Of(408, ApiError.Create(message)), keepAlive: false, stopping.Token);
                         return;
                     }
+                    catch (OperationCanceledException) when (slot.WasReclaimed && (reader.InRequest || socket.Available > 0))
+                    {
+                        // Part of a request has arrived (or waits, unread, in the socket): say why it is cut off, with
+                        // a 408 and Connection: close (RFC 9110 §15.5.9). Wording ours. The write gets as long as the
+                        // headers got: the slot is wanted, and a client that reads nothing must not keep it.
+                        string message = $"The request headers did not arrive whole within {HeaderDeadline.TotalSeconds:0} seconds, and another client needed the connection.";
+                        using var writing = new CancellationTokenSource(HeaderDeadline, time);
+                        using var stoppingOrLate = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token, writing.Token);
+                        await WriteResponseAsync(stream, Reply.Of(408, ApiError.Create(message)), keepAlive: false, stoppingOrLate.Token);
+                        return;
+                    }
                 }
                 if (request is null)
                     return; // the client closed the connection between requests
                 keepAlive = await WriteResponseAsync(stream, HandleSafely(request), request.KeepAlive, stopping.Token);
+                if (keepAlive)
+                    slot.WaitForRequest();
             }
         }
         catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
         {
-            // The client went away, stayed silent past RequestTimeout, or the server is stopping: nothing to answer.
+            // The client went away, stayed silent past RequestTimeout, its slot was reclaimed while it sent nothing,
+            // or the server is stopping: nothing to answer.
         }
         finally
         {
             Interlocked.Decrement(ref open);
-            slots.Release();
+            slot.Dispose();
         }
+    }
+
+    /// <summary>The next request, or null when the client closed the connection between requests. Once its headers
+    /// are in, its slot is no longer reclaimed; if it was reclaimed first, the read is cancelled.</summary>
+    static async Task<HttpRequestReader.Request?> ReadRequestAsync(HttpRequestReader reader, ConnectionSlots.Slot slot, CancellationToken cancellationToken)
+    {
+        if (await reader.ReadHeadAsync(cancellationToken) is not HttpRequestReader.Head head)
+            return null;
+        if (!slot.HeadersArrived())
+            throw new OperationCanceledException(slot.Reclaimed);
+        return await reader.ReadBodyAsync(head, cancellationToken);
     }
 
     /// <summary>A request that trips up the server answers 500 (and is logged); it never takes the server down.</summary>

@@ -169,6 +169,101 @@ public class ServerHardeningTests
         Assert.StartsWith("POST /v1/chat/completions -> 500 (interaction 1 of 1, not sent: ", log.ToString());
     }
 
+    /// <summary>
+    /// Slowloris by reconnecting: clients that each send a byte every few seconds, and reconnect when dropped, keep
+    /// every slot taken however short each one's RequestTimeout. Here every slot holds a request whose headers never
+    /// end; a client with a whole request is served once the oldest of them has waited HeaderDeadline, not before.
+    /// </summary>
+    [Fact]
+    public async Task WhenSlowHeadersHoldEverySlot_AWholeRequestIsServed_OnceTheOldestHasWaitedPastTheHeaderDeadline_NotBefore()
+    {
+        var clock = new ManualClock();
+        var log = new StringWriter();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, log: log, time: clock);
+        List<TcpClient> drips = await ConnectAllAsync(server, ReplayServer.MaxConnections, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n");
+        try
+        {
+            using TcpClient client = await ConnectAsync(server);
+            await client.GetStream().WriteAsync(Encoding.UTF8.GetBytes(Post(HelloBody)));
+            Task<string> answer = ReadToEndAsync(client.GetStream());
+
+            await clock.TimerPendingAsync(ReplayServer.HeaderDeadline); // the server waits for the oldest drip's deadline
+            Assert.False(answer.IsCompleted);
+            Assert.Equal(ReplayServer.MaxConnections, server.ConnectionsAccepted); // the whole request waits to be accepted
+            Assert.Equal("", log.ToString());
+
+            clock.Advance(ReplayServer.HeaderDeadline);
+
+            Assert.StartsWith("HTTP/1.1 200 OK", await answer);
+            string reclaimed = await ReadToEndAsync(drips[0].GetStream()); // the oldest
+            Assert.StartsWith("HTTP/1.1 408 Request Timeout", reclaimed);
+            Assert.Contains("The request headers did not arrive whole within 2 seconds, and another client needed the connection.", reclaimed);
+            Assert.Equal(ReplayServer.MaxConnections + 1, server.ConnectionsAccepted);
+        }
+        finally
+        {
+            drips.ForEach(drip => drip.Dispose());
+        }
+    }
+
+    [Fact]
+    public async Task WhenIdleKeptAliveConnectionsHoldEverySlot_AWholeRequestIsServed_OnceTheOldestHasWaitedPastTheHeaderDeadline()
+    {
+        var clock = new ManualClock();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, time: clock);
+        List<TcpClient> idle = await ConnectAllAsync(server, ReplayServer.MaxConnections, Post(HelloBody, keepAlive: true));
+        try
+        {
+            foreach (TcpClient connection in idle)
+                Assert.StartsWith("HTTP/1.1 200 OK", await ReadOneResponseAsync(connection.GetStream())); // and then nothing more
+            using TcpClient client = await ConnectAsync(server);
+            await client.GetStream().WriteAsync(Encoding.UTF8.GetBytes(Post(HelloBody)));
+            Task<string> answer = ReadToEndAsync(client.GetStream());
+
+            await clock.TimerPendingAsync(ReplayServer.HeaderDeadline);
+            Assert.False(answer.IsCompleted);
+            clock.Advance(ReplayServer.HeaderDeadline);
+
+            Assert.StartsWith("HTTP/1.1 200 OK", await answer);
+            Assert.Equal(ReplayServer.MaxConnections + 1, server.ConnectionsAccepted);
+        }
+        finally
+        {
+            idle.ForEach(connection => connection.Dispose());
+        }
+    }
+
+    [Fact]
+    public async Task AConnectionWhoseHeadersHaveArrived_IsNeverReclaimed_EvenWhenItIsTheOldest()
+    {
+        var clock = new ManualClock();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, time: clock);
+        using TcpClient oldest = await ConnectAsync(server);
+        NetworkStream stream = oldest.GetStream();
+        string head = Post(HelloBody)[..^HelloBody.Length].Replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n", StringComparison.Ordinal);
+        await stream.WriteAsync(Encoding.UTF8.GetBytes(head));
+        Assert.StartsWith("HTTP/1.1 100 Continue", await ReadSomeAsync(stream)); // the server has its headers, and waits for its body
+        List<TcpClient> drips = await ConnectAllAsync(server, ReplayServer.MaxConnections - 1, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n");
+        try
+        {
+            using TcpClient client = await ConnectAsync(server);
+            await client.GetStream().WriteAsync(Encoding.UTF8.GetBytes(Post(HelloBody)));
+            Task<string> answer = ReadToEndAsync(client.GetStream());
+
+            await clock.TimerPendingAsync(ReplayServer.HeaderDeadline);
+            clock.Advance(ReplayServer.HeaderDeadline);
+
+            Assert.StartsWith("HTTP/1.1 200 OK", await answer);
+            Assert.StartsWith("HTTP/1.1 408 ", await ReadToEndAsync(drips[0].GetStream())); // the oldest that waits for headers
+            await stream.WriteAsync(Encoding.UTF8.GetBytes(HelloBody));
+            Assert.StartsWith("HTTP/1.1 200 OK", await ReadToEndAsync(stream)); // still served
+        }
+        finally
+        {
+            drips.ForEach(drip => drip.Dispose());
+        }
+    }
+
     [Fact]
     public async Task SeededFuzzOfRawRequests_NeverBreaksTheServer()
     {
@@ -361,6 +456,38 @@ public class ServerHardeningTests
             // reset by the server after its answer: what arrived before counts
         }
         return Encoding.UTF8.GetString(received.ToArray());
+    }
+
+    /// <summary>`count` connections, one after another (so the server accepts them in this order), each sending `text`.</summary>
+    static async Task<List<TcpClient>> ConnectAllAsync(ReplayServer server, int count, string text)
+    {
+        var connections = new List<TcpClient>();
+        for (int i = 0; i < count; i++)
+        {
+            TcpClient connection = await ConnectAsync(server);
+            connections.Add(connection);
+            await connection.GetStream().WriteAsync(Encoding.UTF8.GetBytes(text));
+        }
+        return connections;
+    }
+
+    /// <summary>One response sized by Content-Length, leaving the connection open.</summary>
+    static async Task<string> ReadOneResponseAsync(NetworkStream stream)
+    {
+        var received = new MemoryStream();
+        byte[] buffer = new byte[4096];
+        while (true)
+        {
+            string text = Encoding.Latin1.GetString(received.ToArray());
+            int headEnd = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+            string? length = text.Split("\r\n").FirstOrDefault(line => line.StartsWith("Content-Length: ", StringComparison.Ordinal))?["Content-Length: ".Length..];
+            if (headEnd >= 0 && length is not null && received.Length >= headEnd + 4 + int.Parse(length))
+                return text;
+            int read = await stream.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            if (read == 0)
+                return text;
+            received.Write(buffer, 0, read);
+        }
     }
 
     static async Task<string> ReadSomeAsync(NetworkStream stream)
