@@ -21,10 +21,13 @@ using System.Threading.Tasks;
 
 namespace ToolCall;
 
-/// <summary>What the replay server answers: a status and the body's bytes (none for a stream: its events are written as
-/// they go), and for a played interaction its headers and faults.</summary>
+/// <summary>What the replay server answers: a status and the body's bytes, and for a played interaction its headers and
+/// faults, and for a streamed one each event's bytes.</summary>
 sealed record Reply(int Status, ReadOnlyMemory<byte> Content, Interaction? Played = null)
 {
+    /// <summary>A streamed response's events, each as it goes on the wire (see ServerSentEvents.Format).</summary>
+    public IReadOnlyList<byte[]>? Events { get; init; }
+
     /// <summary>A reply whose body is this JSON, or empty for null.</summary>
     public static Reply Of(int status, JsonNode? body) => new(status, body is null ? ReadOnlyMemory<byte>.Empty : Json.Utf8(body));
 }
@@ -317,19 +320,22 @@ sealed class ReplayServer : IAsyncDisposable
             : JsonMatch.FirstDifference(expected.RequestBody, body, api);
 
     /// <summary>
-    /// Answers with interaction `index`; `why`, when given, is logged after its number. The body's bytes are made
-    /// here, under the lock (a parsed JsonNode is not safe to read from two threads at once) and before the log line,
-    /// so that a recorded body that cannot be written (System.Text.Json writes no string over 166,666,666
-    /// characters; a cassette built in code has no size limit) is answered 500 saying why, and logged so, instead of
-    /// logged as played and then cut off. Such a reply has no Played interaction.
+    /// Answers with interaction `index`; `why`, when given, is logged after its number. The body's bytes (or each
+    /// event's) are made here, under the lock (a parsed JsonNode is not safe to read from two threads at once) and
+    /// before the log line, so that a recorded body that cannot be written (System.Text.Json writes no string over
+    /// 166,666,666 characters; a cassette built in code has no size limit) is answered 500 saying why, and logged so,
+    /// instead of logged as played and then cut off. Such a reply has no Played interaction.
     /// </summary>
     Reply Play(HttpRequestReader.Request request, int index, string? why = null)
     {
         Interaction interaction = cassette.Interactions[index];
         string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
         ReadOnlyMemory<byte> content;
+        List<byte[]>? events;
         try
         {
+            bool named = ServedApi.At(interaction.Path)?.NamesEvents == true;
+            events = interaction.ResponseEvents?.Select(e => Encoding.UTF8.GetBytes(ServerSentEvents.Format(e, named))).ToList();
             content = interaction.ResponseEvents is not null ? ReadOnlyMemory<byte>.Empty
                 : interaction.ResponseText is string text ? Encoding.UTF8.GetBytes(text)
                 : interaction.ResponseBody is JsonNode body ? Json.Utf8(body)
@@ -340,7 +346,7 @@ sealed class ReplayServer : IAsyncDisposable
             string message = $"The replay server cannot send the recorded body of {which}: {e.Message}";
             return Log(request, Reply.Of(500, ApiError.Create(message, type: "server_error")), $"{which}, not sent: {e.Message}");
         }
-        return Log(request, new Reply(interaction.Status, content, interaction), why is null ? which : $"{which}; {why}");
+        return Log(request, new Reply(interaction.Status, content, interaction) { Events = events }, why is null ? which : $"{which}; {why}");
     }
 
     /// <summary>400, not a status that clients retry: a mismatch will not go away by sending the request again.</summary>
@@ -398,8 +404,8 @@ sealed class ReplayServer : IAsyncDisposable
     /// </summary>
     async Task<bool> WriteResponseAsync(Stream stream, Reply reply, bool keepAlive, CancellationToken cancellationToken)
     {
-        if (reply.Played is { ResponseEvents: JsonArray })
-            return await WriteEventStreamAsync(stream, reply.Status, reply.Played, keepAlive, cancellationToken);
+        if (reply is { Played: Interaction streamed, Events: IReadOnlyList<byte[]> events })
+            return await WriteEventStreamAsync(stream, reply.Status, streamed, events, keepAlive, cancellationToken);
         Interaction? played = reply.Played;
         Fault fault = played?.Fault ?? Fault.None;
         ReadOnlyMemory<byte> content = reply.Content;
@@ -439,10 +445,10 @@ sealed class ReplayServer : IAsyncDisposable
     /// of a chunked body (its length is not known in advance). A JSON object goes out as `data: {…}` on one line, a
     /// string (such as "[DONE]") as it is, one `data:` line per line of it, and a blank line ends each event; for an
     /// API that names its events (the Responses and Messages APIs), after an `event:` line naming it (see
-    /// ServerSentEvents.Format). Of the faults, delay_ms waits before the head and close_after_bytes cuts the events
-    /// off after that many bytes.
+    /// ServerSentEvents.Format; `events` are these, made when the interaction was played). Of the faults, delay_ms
+    /// waits before the head and close_after_bytes cuts the events off after that many bytes.
     /// </summary>
-    async Task<bool> WriteEventStreamAsync(Stream stream, int status, Interaction played, bool keepAlive, CancellationToken cancellationToken)
+    async Task<bool> WriteEventStreamAsync(Stream stream, int status, Interaction played, IReadOnlyList<byte[]> events, bool keepAlive, CancellationToken cancellationToken)
     {
         Fault fault = played.Fault;
         if (fault.DelayMs > 0)
@@ -457,8 +463,6 @@ sealed class ReplayServer : IAsyncDisposable
         await stream.WriteAsync(Encoding.UTF8.GetBytes(head.ToString()), cancellationToken);
         await stream.FlushAsync(cancellationToken);
 
-        JsonArray events = played.ResponseEvents!;
-        bool named = ServedApi.At(played.Path)?.NamesEvents == true;
         int left = fault.CloseAfterBytes ?? int.MaxValue;
         for (int i = 0; i < events.Count; i++)
         {
@@ -466,7 +470,7 @@ sealed class ReplayServer : IAsyncDisposable
                 await Task.Delay(played.EventDelay, time, cancellationToken);
             if (BeforeStreamEvent is Func<int, Task> hold)
                 await hold(i).WaitAsync(cancellationToken);
-            byte[] sse = Encoding.UTF8.GetBytes(ServerSentEvents.Format(events[i], named));
+            byte[] sse = events[i];
             int sent = Math.Min(sse.Length, left);
             if (sent > 0) // an empty chunk would say that the body is complete
             {
