@@ -8,6 +8,7 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
+using System.Globalization;
 using System.IO;
 using System.Linq;
 using System.Net;
@@ -20,8 +21,16 @@ using System.Threading.Tasks;
 
 namespace ToolCall;
 
-/// <summary>What the replay server answers: a status and a body, and for a played interaction its headers and faults.</summary>
-sealed record Reply(int Status, JsonNode? Body, Interaction? Played = null);
+/// <summary>What the replay server answers: a status and the body's bytes, and for a played interaction its headers and
+/// faults, and for a streamed one each event's bytes.</summary>
+sealed record Reply(int Status, ReadOnlyMemory<byte> Content, Interaction? Played = null)
+{
+    /// <summary>A streamed response's events, each as it goes on the wire (see ServerSentEvents.Format).</summary>
+    public IReadOnlyList<byte[]>? Events { get; init; }
+
+    /// <summary>A reply whose body is this JSON, or empty for null.</summary>
+    public static Reply Of(int status, JsonNode? body) => new(status, body is null ? ReadOnlyMemory<byte>.Empty : Json.Utf8(body));
+}
 
 /// <summary>The replay server. Start it, point a client at BaseUrl, dispose it to stop.</summary>
 sealed class ReplayServer : IAsyncDisposable
@@ -30,7 +39,15 @@ sealed class ReplayServer : IAsyncDisposable
     const int MaxHeaderBytes = 32 * 1024;
     public const int MaxBodyBytes = 8 * 1024 * 1024;
 
-    /// <summary>Connections served at once; more wait to be accepted. With the size limits above, this bounds memory.</summary>
+    /// <summary>How much of a request's method or path the log shows; past it, the start and the full length.</summary>
+    const int MaxShownLength = 200;
+
+    /// <summary>
+    /// Connections served at once; with the size limits above, this bounds memory. More wait to be accepted: one,
+    /// accepted but not read, for a slot, the rest in the listen backlog, first come first served. While every slot
+    /// is taken, the slot of the connection that has waited longest for a request's headers, past HeaderDeadline, is
+    /// given to the one that waits (see ConnectionSlots), so that slow clients cannot hold every slot.
+    /// </summary>
     public const int MaxConnections = 64;
 
     /// <summary>
@@ -39,12 +56,17 @@ sealed class ReplayServer : IAsyncDisposable
     /// </summary>
     public static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>How long a connection may wait for a request's headers (for its first request, from when it is
+    /// accepted; kept alive, from the end of the last answer) before, when every slot is taken, its slot can go to a
+    /// connection that waits to be accepted. Without that need, RequestTimeout alone applies.</summary>
+    public static readonly TimeSpan HeaderDeadline = TimeSpan.FromSeconds(2);
+
     readonly Cassette cassette;
     readonly TextWriter log;
     readonly TimeProvider time;
     readonly TcpListener listener;
     readonly CancellationTokenSource stopping = new();
-    readonly SemaphoreSlim slots = new(MaxConnections);
+    readonly ConnectionSlots slots;
     readonly ConcurrentDictionary<Socket, Task> connections = new();
     readonly Lock gate = new();
     readonly Task acceptLoop;
@@ -56,6 +78,7 @@ sealed class ReplayServer : IAsyncDisposable
         this.cassette = cassette;
         this.log = log ?? TextWriter.Null;
         this.time = time ?? TimeProvider.System;
+        slots = new ConnectionSlots(MaxConnections, HeaderDeadline, this.time);
         listener = new TcpListener(address, port);
         listener.Start();
         var endpoint = (IPEndPoint)listener.LocalEndpoint;
@@ -94,26 +117,36 @@ sealed class ReplayServer : IAsyncDisposable
         while (!stopping.IsCancellationRequested)
         {
             Socket socket;
+            ConnectionSlots.Slot slot;
             try
             {
-                await slots.WaitAsync(stopping.Token);
                 socket = await listener.AcceptSocketAsync(stopping.Token);
             }
             catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
             {
                 return;
             }
+            try
+            {
+                slot = await slots.TakeAsync(stopping.Token); // with every slot taken, the connection waits here, unread
+            }
+            catch (OperationCanceledException)
+            {
+                socket.Dispose();
+                return;
+            }
             Interlocked.Increment(ref accepted);
             Interlocked.Increment(ref open);
             socket.NoDelay = true;
-            Task connection = ServeConnectionAsync(socket);
+            Task connection = ServeConnectionAsync(socket, slot);
             connections[socket] = connection;
             _ = connection.ContinueWith(_ => connections.TryRemove(socket, out Task? _), TaskScheduler.Default);
         }
     }
 
-    /// <summary>One connection: requests one after another until the client closes it (HTTP/1.1 keep-alive).</summary>
-    async Task ServeConnectionAsync(Socket socket)
+    /// <summary>One connection: requests one after another until the client closes it (HTTP/1.1 keep-alive), or its
+    /// slot is reclaimed while it waits for a request's headers.</summary>
+    async Task ServeConnectionAsync(Socket socket, ConnectionSlots.Slot slot)
     {
         await Task.Yield();
         try
@@ -124,39 +157,64 @@ sealed class ReplayServer : IAsyncDisposable
             {
                 HttpRequestReader.Request? request;
                 using (var timeout = new CancellationTokenSource(RequestTimeout, time))
-                using (var reading = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token, timeout.Token))
+                using (var reading = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token, timeout.Token, slot.Reclaimed))
                 {
                     try
                     {
-                        request = await reader.ReadAsync(reading.Token);
+                        request = await ReadRequestAsync(reader, slot, reading.Token);
                     }
                     catch (HttpRequestReader.BadRequestException e)
                     {
-                        await WriteResponseAsync(stream, new Reply(e.Status, ApiError.Create(e.Message)), keepAlive: false, stopping.Token);
+                        await WriteResponseAsync(stream, Reply.Of(e.Status, ApiError.Create(e.Message)), keepAlive: false, stopping.Token);
                         return;
                     }
                     catch (OperationCanceledException) when (timeout.IsCancellationRequested && reader.InRequest)
                     {
                         // Wording ours: the API's own for this case is not public.
                         string message = $"The request did not arrive whole within {RequestTimeout.TotalSeconds:0} seconds.";
-                        await WriteResponseAsync(stream, new Reply(408, ApiError.Create(message)), keepAlive: false, stopping.Token);
+                        await WriteResponseAsync(stream, Reply.Of(408, ApiError.Create(message)), keepAlive: false, stopping.Token);
+                        return;
+                    }
+                    catch (OperationCanceledException) when (slot.WasReclaimed && (reader.InRequest || socket.Available > 0))
+                    {
+                        // Part of a request has arrived (or waits, unread, in the socket): say why it is cut off, with
+                        // a 408 and Connection: close (RFC 9110 §15.5.9). Wording ours. The write gets as long as the
+                        // headers got: the slot is wanted, and a client that reads nothing must not keep it.
+                        string message = $"The request headers did not arrive whole within {HeaderDeadline.TotalSeconds:0} seconds, and another client needed the connection.";
+                        using var writing = new CancellationTokenSource(HeaderDeadline, time);
+                        using var stoppingOrLate = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token, writing.Token);
+                        await WriteResponseAsync(stream, Reply.Of(408, ApiError.Create(message)), keepAlive: false, stoppingOrLate.Token);
                         return;
                     }
                 }
                 if (request is null)
                     return; // the client closed the connection between requests
                 keepAlive = await WriteResponseAsync(stream, HandleSafely(request), request.KeepAlive, stopping.Token);
+                if (keepAlive)
+                    slot.WaitForRequest();
             }
         }
         catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
         {
-            // The client went away, stayed silent past RequestTimeout, or the server is stopping: nothing to answer.
+            // The client went away, stayed silent past RequestTimeout, its slot was reclaimed while it sent nothing,
+            // or the server is stopping: nothing to answer.
         }
         finally
         {
             Interlocked.Decrement(ref open);
-            slots.Release();
+            slot.Dispose();
         }
+    }
+
+    /// <summary>The next request, or null when the client closed the connection between requests. Once its headers
+    /// are in, its slot is no longer reclaimed; if it was reclaimed first, the read is cancelled.</summary>
+    static async Task<HttpRequestReader.Request?> ReadRequestAsync(HttpRequestReader reader, ConnectionSlots.Slot slot, CancellationToken cancellationToken)
+    {
+        if (await reader.ReadHeadAsync(cancellationToken) is not HttpRequestReader.Head head)
+            return null;
+        if (!slot.HeadersArrived())
+            throw new OperationCanceledException(slot.Reclaimed);
+        return await reader.ReadBodyAsync(head, cancellationToken);
     }
 
     /// <summary>A request that trips up the server answers 500 (and is logged); it never takes the server down.</summary>
@@ -206,15 +264,32 @@ sealed class ReplayServer : IAsyncDisposable
             return cassette.MatchByContent ? PlayMatching(request, relativePath, api, body) : PlayNext(request, relativePath, api, body);
     }
 
-    /// <summary>"match": "order" (the default): the request must be the next interaction's.</summary>
+    /// <summary>
+    /// "match": "order" (the default): the request must be the next interaction's, or the first one's. A flow that
+    /// stops part-way (a Ctrl+C, a client that timed out on its first request and sends it again) leaves the cursor
+    /// in the middle of the cassette; the next flow's first request then starts the replay over instead of being
+    /// refused until a restart. The interaction at the cursor is tried first, so that a request recorded several
+    /// times in a row (429, then 503, then answered) still gets the next recording when it is retried. A request that
+    /// matches neither leaves the cursor where it is.
+    /// </summary>
     Reply PlayNext(HttpRequestReader.Request request, string relativePath, ServedApi? api, JsonNode? body)
     {
         int index = next;
         string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
+        Reply reply;
         if (Difference(cassette.Interactions[index], request.Method, relativePath, api, body) is string difference)
-            return Mismatch(request, api, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
-        next = (index + 1) % cassette.Interactions.Count;
-        return Play(request, index);
+        {
+            if (index == 0 || Difference(cassette.Interactions[0], request.Method, relativePath, api, body) is not null)
+                return Mismatch(request, api, $"Replay mismatch at {which}: {difference}", $"mismatch at {which}: {difference}");
+            (index, reply) = (0, Play(request, 0, $"the replay starts over: the request did not match interaction {index + 1} but is the first one's"));
+        }
+        else
+        {
+            reply = Play(request, index);
+        }
+        if (reply.Played is not null) // a body that could not be sent leaves the cursor on its interaction
+            next = (index + 1) % cassette.Interactions.Count;
+        return reply;
     }
 
     /// <summary>"match": "content": the first interaction whose request this is, whatever came before.</summary>
@@ -241,14 +316,37 @@ sealed class ReplayServer : IAsyncDisposable
 
     static string? Difference(Interaction expected, string method, string relativePath, ServedApi? api, JsonNode? body) =>
         method != expected.Method || relativePath != expected.Path
-            ? $"expected {expected.Method} {expected.Path}, got {method} {relativePath}"
+            ? $"expected {expected.Method} {expected.Path}, got {Shown(method)} {Shown(relativePath)}"
             : JsonMatch.FirstDifference(expected.RequestBody, body, api);
 
-    Reply Play(HttpRequestReader.Request request, int index)
+    /// <summary>
+    /// Answers with interaction `index`; `why`, when given, is logged after its number. The body's bytes (or each
+    /// event's) are made here, under the lock (a parsed JsonNode is not safe to read from two threads at once) and
+    /// before the log line, so that a recorded body that cannot be written (System.Text.Json writes no string over
+    /// 166,666,666 characters; a cassette built in code has no size limit) is answered 500 saying why, and logged so,
+    /// instead of logged as played and then cut off. Such a reply has no Played interaction.
+    /// </summary>
+    Reply Play(HttpRequestReader.Request request, int index, string? why = null)
     {
         Interaction interaction = cassette.Interactions[index];
-        Reply reply = Log(request, interaction.Status, interaction.ResponseBody?.DeepClone(), $"interaction {index + 1} of {cassette.Interactions.Count}");
-        return reply with { Played = interaction };
+        string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
+        ReadOnlyMemory<byte> content;
+        List<byte[]>? events;
+        try
+        {
+            bool named = ServedApi.At(interaction.Path)?.NamesEvents == true;
+            events = interaction.ResponseEvents?.Select(e => Encoding.UTF8.GetBytes(ServerSentEvents.Format(e, named))).ToList();
+            content = interaction.ResponseEvents is not null ? ReadOnlyMemory<byte>.Empty
+                : interaction.ResponseText is string text ? Encoding.UTF8.GetBytes(text)
+                : interaction.ResponseBody is JsonNode body ? Json.Utf8(body)
+                : ReadOnlyMemory<byte>.Empty;
+        }
+        catch (Exception e) // whatever stops the body being written: too long a string, too deep, over 2 GB
+        {
+            string message = $"The replay server cannot send the recorded body of {which}: {e.Message}";
+            return Log(request, Reply.Of(500, ApiError.Create(message, type: "server_error")), $"{which}, not sent: {e.Message}");
+        }
+        return Log(request, new Reply(interaction.Status, content, interaction) { Events = events }, why is null ? which : $"{which}; {why}");
     }
 
     /// <summary>400, not a status that clients retry: a mismatch will not go away by sending the request again.</summary>
@@ -264,11 +362,40 @@ sealed class ReplayServer : IAsyncDisposable
     static JsonObject ErrorBody(ServedApi? api, string message, string? code = null) =>
         api?.Error(message, code) ?? ApiError.Create(message, code: code);
 
-    Reply Log(HttpRequestReader.Request request, int status, JsonNode? body, string note)
+    /// <summary>One line per request: "{method} {path} -> {status} ({note})", each part Shown or Escaped, since each
+    /// can hold text of the request's.</summary>
+    Reply Log(HttpRequestReader.Request request, int status, JsonNode? body, string note) => Log(request, Reply.Of(status, body), note);
+
+    Reply Log(HttpRequestReader.Request request, Reply reply, string note)
     {
         lock (log)
-            log.WriteLine($"{request.Method} {request.Path} -> {status} ({note})");
-        return new Reply(status, body);
+            log.WriteLine($"{Shown(request.Method)} {Shown(request.Path)} -> {reply.Status} ({Escaped(note)})");
+        return reply;
+    }
+
+    /// <summary>A method or path of the request as the log and a mismatch show it: Escaped, and cut after
+    /// MaxShownLength characters, with its full length.</summary>
+    static string Shown(string text) =>
+        Escaped(text.Length <= MaxShownLength ? text : $"{text[..MaxShownLength]}... ({text.Length} characters)");
+
+    /// <summary>
+    /// The text with each control character escaped as \u001b: C0 (a line break included), DEL and C1 (the request
+    /// line is read as Latin-1, so a byte 0x9B is U+009B, CSI). A request cannot write an escape sequence to the
+    /// terminal that shows the log, nor start a line of its own in it. A backslash is left as it is.
+    /// </summary>
+    static string Escaped(string text)
+    {
+        if (!text.Any(char.IsControl))
+            return text;
+        var escaped = new StringBuilder(text.Length + 16);
+        foreach (char c in text)
+        {
+            if (char.IsControl(c))
+                escaped.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:x4}");
+            else
+                escaped.Append(c);
+        }
+        return escaped.ToString();
     }
 
     /// <summary>
@@ -277,13 +404,11 @@ sealed class ReplayServer : IAsyncDisposable
     /// </summary>
     async Task<bool> WriteResponseAsync(Stream stream, Reply reply, bool keepAlive, CancellationToken cancellationToken)
     {
-        if (reply.Played is { ResponseEvents: JsonArray })
-            return await WriteEventStreamAsync(stream, reply.Status, reply.Played, keepAlive, cancellationToken);
+        if (reply is { Played: Interaction streamed, Events: IReadOnlyList<byte[]> events })
+            return await WriteEventStreamAsync(stream, reply.Status, streamed, events, keepAlive, cancellationToken);
         Interaction? played = reply.Played;
         Fault fault = played?.Fault ?? Fault.None;
-        ReadOnlyMemory<byte> content = played?.ResponseText is string text ? Encoding.UTF8.GetBytes(text)
-            : reply.Body is null ? ReadOnlyMemory<byte>.Empty
-            : Json.Utf8(reply.Body);
+        ReadOnlyMemory<byte> content = reply.Content;
         // truncate_after_bytes: a whole HTTP response, but its body ends early, and Content-Length says so.
         if (fault.TruncateAfterBytes is int truncated && truncated < content.Length)
             content = content[..truncated];
@@ -320,10 +445,10 @@ sealed class ReplayServer : IAsyncDisposable
     /// of a chunked body (its length is not known in advance). A JSON object goes out as `data: {…}` on one line, a
     /// string (such as "[DONE]") as it is, one `data:` line per line of it, and a blank line ends each event; for an
     /// API that names its events (the Responses and Messages APIs), after an `event:` line naming it (see
-    /// ServerSentEvents.Format). Of the faults, delay_ms waits before the head and close_after_bytes cuts the events
-    /// off after that many bytes.
+    /// ServerSentEvents.Format; `events` are these, made when the interaction was played). Of the faults, delay_ms
+    /// waits before the head and close_after_bytes cuts the events off after that many bytes.
     /// </summary>
-    async Task<bool> WriteEventStreamAsync(Stream stream, int status, Interaction played, bool keepAlive, CancellationToken cancellationToken)
+    async Task<bool> WriteEventStreamAsync(Stream stream, int status, Interaction played, IReadOnlyList<byte[]> events, bool keepAlive, CancellationToken cancellationToken)
     {
         Fault fault = played.Fault;
         if (fault.DelayMs > 0)
@@ -338,8 +463,6 @@ sealed class ReplayServer : IAsyncDisposable
         await stream.WriteAsync(Encoding.UTF8.GetBytes(head.ToString()), cancellationToken);
         await stream.FlushAsync(cancellationToken);
 
-        JsonArray events = played.ResponseEvents!;
-        bool named = ServedApi.At(played.Path)?.NamesEvents == true;
         int left = fault.CloseAfterBytes ?? int.MaxValue;
         for (int i = 0; i < events.Count; i++)
         {
@@ -347,7 +470,7 @@ sealed class ReplayServer : IAsyncDisposable
                 await Task.Delay(played.EventDelay, time, cancellationToken);
             if (BeforeStreamEvent is Func<int, Task> hold)
                 await hold(i).WaitAsync(cancellationToken);
-            byte[] sse = Encoding.UTF8.GetBytes(ServerSentEvents.Format(events[i], named));
+            byte[] sse = events[i];
             int sent = Math.Min(sse.Length, left);
             if (sent > 0) // an empty chunk would say that the body is complete
             {

@@ -72,6 +72,10 @@ sealed record Fault(int DelayMs = 0, int DripBytes = 0, int DripIntervalMs = 0, 
 /// </summary>
 sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
 {
+    /// <summary>The most of a cassette file that Load reads: 64 MB, far past any recorded flow, and small enough that
+    /// every string in it can be written back out (System.Text.Json writes none over 166,666,666 characters).</summary>
+    public const int MaxBytes = 64 * 1024 * 1024;
+
     /// <summary>
     /// "match": "content": each request gets the first interaction whose request it is, whatever came before, so
     /// that many clients can replay at once. Default ("order"): each request must be the next interaction's.
@@ -85,7 +89,7 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
         JsonNode? root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllBytes(path), documentOptions: new JsonDocumentOptions
+            root = JsonNode.Parse(ReadAtMost(path, MaxBytes).Span, documentOptions: new JsonDocumentOptions
             {
                 CommentHandling = JsonCommentHandling.Skip,
                 AllowDuplicateProperties = false,
@@ -116,8 +120,13 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
             string at = $"interaction {i + 1}";
             if (items[i] is not JsonObject item || item["request"] is not JsonObject request || item["response"] is not JsonObject response)
                 throw new UsageException(Bad($"{at} needs a \"request\" and a \"response\" object"));
+            // method and path have defaults (below); a body does not: left out, it would match a request sent without one.
+            if (!request.ContainsKey("body"))
+                throw new UsageException(Bad($"{at}'s request needs a \"body\" (null for a request sent without one)"));
             if (response["status"] is not JsonValue status || !status.TryGetValue(out int code) || code is < 100 or > 999)
                 throw new UsageException(Bad($"{at}'s response needs a \"status\" from 100 to 999"));
+            if (!response.ContainsKey("body") && !response.ContainsKey("text") && !response.ContainsKey("events"))
+                throw new UsageException(Bad($"{at}'s response needs a \"body\", \"text\" or \"events\""));
             if (ReadHeaders(response["headers"]) is not { } headers)
                 throw new UsageException(Bad($"{at}'s response \"headers\" must be an object of strings without line breaks"));
             if (response["text"] is JsonNode text && Json.String(text) is null)
@@ -147,6 +156,24 @@ sealed record Cassette(string Source, IReadOnlyList<Interaction> Interactions)
             });
         }
         return new Cassette(Json.String(cassette["source"]) ?? "", interactions) { MatchByContent = match == "content" };
+    }
+
+    /// <summary>
+    /// The file's bytes, refused past `limit`. Counted as they are read, not taken from the length the file system
+    /// reports: /dev/zero reports 0 and never ends, and reading it whole ran the process out of memory.
+    /// </summary>
+    static ReadOnlyMemory<byte> ReadAtMost(string path, int limit)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
+        var bytes = new MemoryStream();
+        byte[] buffer = new byte[81920];
+        for (int read; (read = file.Read(buffer)) > 0;)
+        {
+            if (bytes.Length + read > limit)
+                throw new UsageException($"cassette {path} is over {limit / (1024 * 1024)} MB, the most a cassette may be: check that it is the right file.");
+            bytes.Write(buffer, 0, read);
+        }
+        return bytes.GetBuffer().AsMemory(0, (int)bytes.Length);
     }
 
     /// <summary>What is wrong with a streamed response's "events" and "event_delay_ms", or null when they are fine.</summary>

@@ -246,6 +246,73 @@ public class ReplayServerTests
     }
 
     [Fact]
+    public async Task InOrderMode_TheFirstInteractionsRequest_StartsTheReplayOver_SoAnAbandonedFlowBlocksNoOne()
+    {
+        Cassette weather = Cassette.Load(Repo.Cassette("weather.json"));
+        var log = new StringWriter();
+        await using ReplayServer server = ReplayServer.Start(weather, log: log);
+        string url = server.BaseUrl + "/chat/completions";
+
+        // A client stopped by Ctrl+C after its first request, or one that timed out on it and sends it again: either
+        // way the server has played interaction 1 and expects interaction 2, which never comes.
+        (HttpStatusCode first, _) = await Http.PostAsync(url, weather.Interactions[0].RequestBody!);
+        string[] answers = [await RunWeatherFlowAsync(server), await RunWeatherFlowAsync(server)];
+
+        Assert.Equal(HttpStatusCode.OK, first);
+        Assert.All(answers, answer => Assert.Equal("It's currently +18°C and partly cloudy in London.", answer));
+        Assert.Equal(0, server.Mismatches);
+        Assert.Equal(
+            [
+                "POST /v1/chat/completions -> 200 (interaction 1 of 2)",
+                "POST /v1/chat/completions -> 200 (interaction 1 of 2; the replay starts over: the request did not match interaction 2 but is the first one's)",
+                "POST /v1/chat/completions -> 200 (interaction 2 of 2)",
+                "POST /v1/chat/completions -> 200 (interaction 1 of 2)",
+                "POST /v1/chat/completions -> 200 (interaction 2 of 2)",
+            ],
+            log.ToString().TrimEnd().Split(Environment.NewLine));
+    }
+
+    [Fact]
+    public async Task InOrderMode_ARetryOfTheSameRequest_GetsTheInteractionAtTheCursor_NotAFreshStart()
+    {
+        Cassette retries = Cassette.Load(Repo.Cassette("faults/retry-then-answer.json")); // the first request: 429, 503, then answered
+        var log = new StringWriter();
+        await using ReplayServer server = ReplayServer.Start(retries, log: log);
+        string url = server.BaseUrl + "/chat/completions";
+        JsonNode question = retries.Interactions[0].RequestBody!;
+
+        HttpStatusCode[] statuses = [(await Http.PostAsync(url, question)).Status, (await Http.PostAsync(url, question)).Status, (await Http.PostAsync(url, question)).Status];
+
+        Assert.Equal([HttpStatusCode.TooManyRequests, HttpStatusCode.ServiceUnavailable, HttpStatusCode.OK], statuses);
+        Assert.DoesNotContain("starts over", log.ToString());
+    }
+
+    [Fact]
+    public async Task InOrderMode_AStrayRequest_NeverMovesTheCursor_NorBlocksTheNextClient()
+    {
+        Cassette weather = Cassette.Load(Repo.Cassette("weather.json"));
+        await using ReplayServer server = ReplayServer.Start(weather);
+        string url = server.BaseUrl + "/chat/completions";
+
+        (HttpStatusCode strayAtTheStart, _) = await Http.PostAsync(url, Hello);
+        (HttpStatusCode first, _) = await Http.PostAsync(url, weather.Interactions[0].RequestBody!);
+        (HttpStatusCode strayInTheMiddle, _) = await Http.PostAsync(url, Hello);
+        (HttpStatusCode second, _) = await Http.PostAsync(url, weather.Interactions[1].RequestBody!);
+        string next = await RunWeatherFlowAsync(server);
+
+        Assert.Equal([HttpStatusCode.BadRequest, HttpStatusCode.OK, HttpStatusCode.BadRequest, HttpStatusCode.OK], [strayAtTheStart, first, strayInTheMiddle, second]);
+        Assert.Equal("It's currently +18°C and partly cloudy in London.", next);
+        Assert.Equal(2, server.Mismatches);
+    }
+
+    static async Task<string> RunWeatherFlowAsync(ReplayServer server)
+    {
+        using var http = new HttpClient();
+        var chat = new ResilientChatClient(http, server.BaseUrl, Apis.Chat, null, StepLog.Silent) { Retries = new RetryPolicy { MaxRetries = 0 } };
+        return await ToolCalling.RunAsync(chat, Wire.Model, Cli.DefaultQuestion, ProgramTools.Create(), new FlowOptions(), CancellationToken.None);
+    }
+
+    [Fact]
     public async Task Connections_AreKeptAlive_SoOneClientUsesOneConnection()
     {
         await using ReplayServer server = ReplayServer.Start(Cassette.Load(Repo.Cassette("two-cities.json")));

@@ -45,6 +45,46 @@ public class ServerHardeningTests
         await AssertStillServesAsync(server);
     }
 
+    public static TheoryData<string, string> RequestsThatRfc9112Refuses() => new()
+    {
+        { "two Content-Length lines that differ", Head("Content-Length: {0}", "Content-Length: 1{0}") + HelloBody },
+        { "a Content-Length list that differs", Head("Content-Length: {0}, 1{0}") + HelloBody },
+        { "Transfer-Encoding and Content-Length", Head("Transfer-Encoding: chunked", "Content-Length: {0}") + Chunked(HelloBody) },
+        { "Transfer-Encoding that does not end in chunked", Head("Transfer-Encoding: chunked, gzip") + Chunked(HelloBody) },
+        { "a header line without a colon", Head("Content-Length: {0}", "X-No-Colon") + HelloBody },
+        { "whitespace between a header name and its colon", Head("Content-Length : {0}") + HelloBody },
+        { "a header line folded onto the one before", Head("Content-Length: {0}", " X-Folded: more") + HelloBody },
+        { "a header name that is not a token", Head("Content-Length: {0}", "X(Note): y") + HelloBody },
+    };
+
+    /// <summary>RFC 9112 §5.1, §5.2 and §6.3: a header line the server cannot read for certain, or two framings of the
+    /// body that disagree, is answered 400 at once, never guessed at; the server's clock never moves here, so an
+    /// answer that waited for the body a framing promises (a 408) fails the test.</summary>
+    [Theory]
+    [MemberData(nameof(RequestsThatRfc9112Refuses))]
+    public async Task RequestThatRfc9112Refuses_IsAnswered400AtOnce_AndTheServerKeepsServing(string what, string request)
+    {
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, time: new ManualClock());
+
+        string response = await RawAsync(server, request);
+
+        Assert.True(response.StartsWith("HTTP/1.1 400 ", StringComparison.Ordinal), $"{what}: {response}");
+        Assert.Contains("Connection: close", response);
+        await AssertStillServesAsync(server);
+    }
+
+    [Theory]
+    [InlineData("two Content-Length lines with one value", "Content-Length: {0}", "Content-Length: {0}")]
+    [InlineData("a Content-Length list of one value", "Content-Length: {0}, {0}")]
+    public async Task ContentLengthGivenTwiceWithOneValue_IsRead_AsRfc9110Allows(string what, params string[] headers)
+    {
+        await using ReplayServer server = ReplayServer.Start(HelloCassette);
+
+        string response = await RawAsync(server, Head(headers) + HelloBody);
+
+        Assert.True(response.StartsWith("HTTP/1.1 200 ", StringComparison.Ordinal), $"{what}: {response}");
+    }
+
     [Fact]
     public async Task SlowlorisHeaders_AreCutAfterTheRequestTimeout_AndOthersAreStillServed()
     {
@@ -80,6 +120,153 @@ public class ServerHardeningTests
         Assert.StartsWith("HTTP/1.1 408 Request Timeout", response);
         Assert.Contains("The request did not arrive whole within 10 seconds.", response);
         await AssertStillServesAsync(server);
+    }
+
+    [Fact]
+    public async Task Log_EscapesControlCharactersOfTheRequest_SoNoRequestWritesToTheTerminalOrStartsALine()
+    {
+        var log = new StringWriter();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, log: log);
+        // ESC [2J clears a terminal, U+009B is CSI in one character, and a line feed would start a log line of its own.
+        string path = "/v1/\u001b[2J\u009b\n";
+
+        string response = await RawAsync(server, Encoding.Latin1.GetBytes(Post(HelloBody, path: path)));
+
+        Assert.StartsWith("HTTP/1.1 400 ", response);
+        Assert.Equal(
+            @"POST /v1/\u001b[2J\u009b\u000a -> 400 (mismatch at interaction 1 of 1: expected POST /chat/completions, got POST /\u001b[2J\u009b\u000a)",
+            log.ToString().TrimEnd());
+    }
+
+    [Fact]
+    public async Task Log_CutsAPathOver200Characters_GivingItsFullLength()
+    {
+        var log = new StringWriter();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, log: log);
+        string path = "/v1/" + new string('a', 4996);
+
+        string response = await RawAsync(server, Encoding.Latin1.GetBytes(Post(HelloBody, path: path)));
+
+        Assert.StartsWith("HTTP/1.1 400 ", response);
+        Assert.Equal(
+            $"POST /v1/{new string('a', 196)}... (5000 characters) -> 400 (mismatch at interaction 1 of 1: expected POST /chat/completions, got POST /{new string('a', 199)}... (4997 characters))",
+            log.ToString().TrimEnd());
+    }
+
+    [Theory]
+    [InlineData("body")]
+    [InlineData("events")]
+    public async Task RecordedBodyThatCannotBeSent_IsAnswered500SayingWhy_AndLoggedSo_NotCutOff(string kind)
+    {
+        // System.Text.Json writes no string over 166,666,666 characters (its 1 GB token limit over 6, the longest
+        // escape of one character): a body that holds one was logged as 200, then the connection closed unanswered.
+        var log = new StringWriter();
+        var huge = new JsonObject { ["text"] = new string('a', 170_000_000) };
+        Interaction recorded = kind == "body"
+            ? Wire.Exchange(Hello, huge)
+            : Wire.Exchange(Hello, Wire.Completion(Wire.Text("unused"))) with { ResponseEvents = new JsonArray(huge, "[DONE]") };
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(recorded), log: log);
+
+        (HttpStatusCode status, JsonNode? error) = await Http.PostAsync(server.BaseUrl + "/chat/completions", Hello);
+
+        Assert.Equal(HttpStatusCode.InternalServerError, status);
+        Assert.StartsWith("The replay server cannot send the recorded body of interaction 1 of 1: ", (string)error!["error"]!["message"]!);
+        Assert.StartsWith("POST /v1/chat/completions -> 500 (interaction 1 of 1, not sent: ", log.ToString());
+    }
+
+    /// <summary>
+    /// Slowloris by reconnecting: clients that each send a byte every few seconds, and reconnect when dropped, keep
+    /// every slot taken however short each one's RequestTimeout. Here every slot holds a request whose headers never
+    /// end; a client with a whole request is served once the oldest of them has waited HeaderDeadline, not before.
+    /// </summary>
+    [Fact]
+    public async Task WhenSlowHeadersHoldEverySlot_AWholeRequestIsServed_OnceTheOldestHasWaitedPastTheHeaderDeadline_NotBefore()
+    {
+        var clock = new ManualClock();
+        var log = new StringWriter();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, log: log, time: clock);
+        List<TcpClient> drips = await ConnectAllAsync(server, ReplayServer.MaxConnections, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n");
+        try
+        {
+            using TcpClient client = await ConnectAsync(server);
+            await client.GetStream().WriteAsync(Encoding.UTF8.GetBytes(Post(HelloBody)));
+            Task<string> answer = ReadToEndAsync(client.GetStream());
+
+            await clock.TimerPendingAsync(ReplayServer.HeaderDeadline); // the server waits for the oldest drip's deadline
+            Assert.False(answer.IsCompleted);
+            Assert.Equal(ReplayServer.MaxConnections, server.ConnectionsAccepted); // the whole request waits to be accepted
+            Assert.Equal("", log.ToString());
+
+            clock.Advance(ReplayServer.HeaderDeadline);
+
+            Assert.StartsWith("HTTP/1.1 200 OK", await answer);
+            string reclaimed = await ReadToEndAsync(drips[0].GetStream()); // the oldest
+            Assert.StartsWith("HTTP/1.1 408 Request Timeout", reclaimed);
+            Assert.Contains("The request headers did not arrive whole within 2 seconds, and another client needed the connection.", reclaimed);
+            Assert.Equal(ReplayServer.MaxConnections + 1, server.ConnectionsAccepted);
+        }
+        finally
+        {
+            drips.ForEach(drip => drip.Dispose());
+        }
+    }
+
+    [Fact]
+    public async Task WhenIdleKeptAliveConnectionsHoldEverySlot_AWholeRequestIsServed_OnceTheOldestHasWaitedPastTheHeaderDeadline()
+    {
+        var clock = new ManualClock();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, time: clock);
+        List<TcpClient> idle = await ConnectAllAsync(server, ReplayServer.MaxConnections, Post(HelloBody, keepAlive: true));
+        try
+        {
+            foreach (TcpClient connection in idle)
+                Assert.StartsWith("HTTP/1.1 200 OK", await ReadOneResponseAsync(connection.GetStream())); // and then nothing more
+            using TcpClient client = await ConnectAsync(server);
+            await client.GetStream().WriteAsync(Encoding.UTF8.GetBytes(Post(HelloBody)));
+            Task<string> answer = ReadToEndAsync(client.GetStream());
+
+            await clock.TimerPendingAsync(ReplayServer.HeaderDeadline);
+            Assert.False(answer.IsCompleted);
+            clock.Advance(ReplayServer.HeaderDeadline);
+
+            Assert.StartsWith("HTTP/1.1 200 OK", await answer);
+            Assert.Equal(ReplayServer.MaxConnections + 1, server.ConnectionsAccepted);
+        }
+        finally
+        {
+            idle.ForEach(connection => connection.Dispose());
+        }
+    }
+
+    [Fact]
+    public async Task AConnectionWhoseHeadersHaveArrived_IsNeverReclaimed_EvenWhenItIsTheOldest()
+    {
+        var clock = new ManualClock();
+        await using ReplayServer server = ReplayServer.Start(HelloCassette, time: clock);
+        using TcpClient oldest = await ConnectAsync(server);
+        NetworkStream stream = oldest.GetStream();
+        string head = Post(HelloBody)[..^HelloBody.Length].Replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n", StringComparison.Ordinal);
+        await stream.WriteAsync(Encoding.UTF8.GetBytes(head));
+        Assert.StartsWith("HTTP/1.1 100 Continue", await ReadSomeAsync(stream)); // the server has its headers, and waits for its body
+        List<TcpClient> drips = await ConnectAllAsync(server, ReplayServer.MaxConnections - 1, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n");
+        try
+        {
+            using TcpClient client = await ConnectAsync(server);
+            await client.GetStream().WriteAsync(Encoding.UTF8.GetBytes(Post(HelloBody)));
+            Task<string> answer = ReadToEndAsync(client.GetStream());
+
+            await clock.TimerPendingAsync(ReplayServer.HeaderDeadline);
+            clock.Advance(ReplayServer.HeaderDeadline);
+
+            Assert.StartsWith("HTTP/1.1 200 OK", await answer);
+            Assert.StartsWith("HTTP/1.1 408 ", await ReadToEndAsync(drips[0].GetStream())); // the oldest that waits for headers
+            await stream.WriteAsync(Encoding.UTF8.GetBytes(HelloBody));
+            Assert.StartsWith("HTTP/1.1 200 OK", await ReadToEndAsync(stream)); // still served
+        }
+        finally
+        {
+            drips.ForEach(drip => drip.Dispose());
+        }
     }
 
     [Fact]
@@ -217,9 +404,17 @@ public class ServerHardeningTests
         Assert.Contains("Warning: listening on 0.0.0.0, not only on this machine", stderr.ToString());
     }
 
-    static string Post(string body, bool keepAlive = false) =>
-        $"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {Encoding.UTF8.GetByteCount(body)}\r\n" +
+    static string Post(string body, bool keepAlive = false, string path = "/v1/chat/completions") =>
+        $"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {Encoding.UTF8.GetByteCount(body)}\r\n" +
         (keepAlive ? "" : "Connection: close\r\n") + $"\r\n{body}";
+
+    /// <summary>The head of a POST of HelloBody with these header lines, "{0}" in them standing for its length.</summary>
+    static string Head(params string[] headers) =>
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+        string.Concat(headers.Select(h => h.Replace("{0}", $"{Encoding.UTF8.GetByteCount(HelloBody)}", StringComparison.Ordinal) + "\r\n")) + "\r\n";
+
+    /// <summary>The body in one chunk, then the last chunk (RFC 9112 §7.1).</summary>
+    static string Chunked(string body) => $"{Encoding.UTF8.GetByteCount(body):x}\r\n{body}\r\n0\r\n\r\n";
 
     static async Task AssertStillServesAsync(ReplayServer server)
     {
@@ -237,13 +432,15 @@ public class ServerHardeningTests
     }
 
     /// <summary>Sends `request` on a connection of its own and reads until the server closes it.</summary>
-    static async Task<string> RawAsync(ReplayServer server, string request)
+    static Task<string> RawAsync(ReplayServer server, string request) => RawAsync(server, Encoding.UTF8.GetBytes(request));
+
+    static async Task<string> RawAsync(ReplayServer server, byte[] request)
     {
         using TcpClient client = await ConnectAsync(server);
         NetworkStream stream = client.GetStream();
         try
         {
-            await stream.WriteAsync(Encoding.UTF8.GetBytes(request));
+            await stream.WriteAsync(request);
         }
         catch (IOException)
         {
@@ -264,6 +461,38 @@ public class ServerHardeningTests
             // reset by the server after its answer: what arrived before counts
         }
         return Encoding.UTF8.GetString(received.ToArray());
+    }
+
+    /// <summary>`count` connections, one after another (so the server accepts them in this order), each sending `text`.</summary>
+    static async Task<List<TcpClient>> ConnectAllAsync(ReplayServer server, int count, string text)
+    {
+        var connections = new List<TcpClient>();
+        for (int i = 0; i < count; i++)
+        {
+            TcpClient connection = await ConnectAsync(server);
+            connections.Add(connection);
+            await connection.GetStream().WriteAsync(Encoding.UTF8.GetBytes(text));
+        }
+        return connections;
+    }
+
+    /// <summary>One response sized by Content-Length, leaving the connection open.</summary>
+    static async Task<string> ReadOneResponseAsync(NetworkStream stream)
+    {
+        var received = new MemoryStream();
+        byte[] buffer = new byte[4096];
+        while (true)
+        {
+            string text = Encoding.Latin1.GetString(received.ToArray());
+            int headEnd = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+            string? length = text.Split("\r\n").FirstOrDefault(line => line.StartsWith("Content-Length: ", StringComparison.Ordinal))?["Content-Length: ".Length..];
+            if (headEnd >= 0 && length is not null && received.Length >= headEnd + 4 + int.Parse(length))
+                return text;
+            int read = await stream.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            if (read == 0)
+                return text;
+            received.Write(buffer, 0, read);
+        }
     }
 
     static async Task<string> ReadSomeAsync(NetworkStream stream)
