@@ -85,8 +85,16 @@ static class RequestRules
             }
             return null;
         }
-        return FirstNameViolation(tools) ?? ToolChoiceViolation(request["tool_choice"], tools) ?? FirstStrictViolation(tools);
+        return TooManyTools(tools) ?? FirstNameViolation(tools) ?? ToolChoiceViolation(request["tool_choice"], tools) ?? FirstStrictViolation(tools);
     }
+
+    /// <summary>At most 128 tools: the API's wording, `param` and `code`, quoted in public issues (e.g.
+    /// zed-industries/zed#32946, langchain4j and Tools4AI reports).</summary>
+    static JsonObject? TooManyTools(JsonArray tools) => tools.Count <= MaxTools ? null : ApiError.Create(
+        $"Invalid 'tools': array too long. Expected an array with maximum length {MaxTools}, but got an array with length {tools.Count} instead.",
+        param: "tools", code: "array_above_max_length");
+
+    const int MaxTools = 128;
 
     /// <summary>`stream_options` only beside "stream": true.</summary>
     static JsonObject? StreamOptionsViolation(JsonObject request) =>

@@ -75,6 +75,11 @@ public partial class ProtocolDocTests
     {
         ["tool_choice without tools"] = () => Without("tools", With("tool_choice", "auto")),
         ["parallel_tool_calls without tools"] = () => Without("tools", With("parallel_tool_calls", false)),
+        ["129 tools"] = () => With("tools", new JsonArray([.. Enumerable.Range(0, 129).Select(i => (JsonNode)new JsonObject
+        {
+            ["type"] = "function",
+            ["function"] = new JsonObject { ["name"] = $"tool_{i}", ["parameters"] = new JsonObject { ["type"] = "object" } },
+        })])),
         ["a function without a name"] = () => Tool(0, function => function.Remove("name")),
         ["a name too long"] = () => Tool(0, function => function["name"] = new string('a', 65)),
         ["a name off the pattern"] = () => Tool(0, function => function["name"] = "get.weather"),
