@@ -56,6 +56,7 @@ static class ProgramTools
             }
             catch (Exception e) when (e is TimeoutException || e is OperationCanceledException && timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
             {
+                either.Cancel(); // tell the call to stop: whether it does or not, it is not waited for
                 throw new TimeoutException($"timed out after {limits.Timeout.TotalSeconds:0.#} s (--tool-timeout), so it was stopped");
             }
             if (result.Length <= limits.MaxResultChars)

@@ -4,6 +4,8 @@
 //                                            server/discover)
 //   dotnet McpTestServer.dll --modern-only   speaks 2026-07-28 only, so it refuses initialize
 //   dotnet McpTestServer.dll --linger        does not exit when its stdin closes (the client must kill it)
+//   dotnet McpTestServer.dll --weather-as N  calls its weather tool N instead of get_weather (the demo's own name)
+//   dotnet McpTestServer.dll --also N        adds a tool named N that answers "also" (any name, dots included)
 //
 // It lists its tools three to a page (tools/list pagination), writes a line to stderr at the points a test waits for,
 // and otherwise writes nothing but MCP on stdout.
@@ -17,10 +19,13 @@ using ModelContextProtocol.Server;
 
 bool modernOnly = args.Contains("--modern-only");
 bool linger = args.Contains("--linger");
+string weatherName = ValueOf("--weather-as") ?? "get_weather";
+string? alsoName = ValueOf("--also");
+string? ValueOf(string option) => Array.IndexOf(args, option) is int i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
 
 Tool[] tools =
 [
-    NewTool("get_weather", "Returns the current weather in the given city",
+    NewTool(weatherName, "Returns the current weather in the given city",
         """{"type":"object","properties":{"city":{"type":"string","description":"City name, e.g. \"London\""}},"required":["city"]}"""),
     NewTool("fail", "Always fails: answers with isError true"),
     NewTool("picture", "Answers with no text: an image, audio, a resource link and two embedded resources"),
@@ -31,6 +36,7 @@ Tool[] tools =
     NewTool("notify", "Sends a log message, tools/list_changed and a response with an unknown id before answering"),
     NewTool("exit", "Exits the process with the given code in the middle of the call",
         """{"type":"object","properties":{"code":{"type":"integer"}},"required":["code"]}"""),
+    .. alsoName is null ? Array.Empty<Tool>() : [NewTool(alsoName, "Answers \"also\"")],
 ];
 const int PageSize = 3;
 
@@ -51,7 +57,9 @@ var options = new McpServerOptions
                 NextCursor = end < tools.Length ? end.ToString() : null,
             });
         },
-        CallToolHandler = CallAsync,
+        CallToolHandler = (context, cancellationToken) => context.Params?.Name == weatherName ? ValueTask.FromResult(WeatherOf(context))
+            : context.Params?.Name == alsoName ? ValueTask.FromResult(Text("also"))
+            : CallAsync(context, cancellationToken),
     },
 };
 
@@ -75,13 +83,14 @@ static string Argument(RequestContext<CallToolRequestParams> context, string nam
 
 static CallToolResult Text(string text, bool isError = false) => new() { Content = [new TextContentBlock { Text = text }], IsError = isError };
 
+static CallToolResult WeatherOf(RequestContext<CallToolRequestParams> context) =>
+    Text($"It's 18°C and partly cloudy in {Argument(context, "city")}.");
+
 static async ValueTask<CallToolResult> CallAsync(RequestContext<CallToolRequestParams> context, CancellationToken cancellationToken)
 {
     McpServer server = context.Server;
     switch (context.Params?.Name)
     {
-        case "get_weather":
-            return Text($"It's 18°C and partly cloudy in {Argument(context, "city")}.");
         case "fail":
             return Text("The weather service is down.", isError: true);
         case "picture":
