@@ -54,6 +54,8 @@ sealed class AnthropicApi : Api
         };
         if (ToolChoiceValue(options) is JsonObject toolChoice)
             request["tool_choice"] = toolChoice;
+        foreach ((string field, JsonNode? value) in options.RequestFields ?? [])
+            request[field] = value?.DeepClone(); // e.g. --thinking's thinking (WithReasoning)
         log?.Invoke($"Step 1: POST {client.Url}: 1 message ({ToolCalling.Quoted(question)}), tools: {ToolCalling.ToolNames(tools)}{ToolCalling.ToolFieldsShown(request)}");
         JsonObject response = await client.PostAsync(request, cancellationToken);
 
@@ -201,9 +203,37 @@ sealed class AnthropicApi : Api
 
     public override EventStreamReader NewStreamReader(TextWriter output) => new StreamedMessage(output);
 
-    /// <summary>The tool-use options map onto tool_choice (see ToolChoiceValue), with two exceptions.</summary>
+    /// <summary>
+    /// --thinking TOKENS: "thinking": {"type": "enabled", "budget_tokens": TOKENS}. The API takes a budget of at least
+    /// 1024 tokens, below max_tokens, which counts the thinking too: without --max-tokens, max_tokens is the budget
+    /// plus the 1024 of a reply without thinking; a --max-tokens not above the budget is refused.
+    /// </summary>
+    public override FlowOptions WithReasoning(FlowOptions options, bool noStore, int? thinkingBudget)
+    {
+        options = base.WithReasoning(options, noStore, thinkingBudget: null);
+        if (thinkingBudget is not int budget)
+            return options;
+        if (budget < MinThinkingBudget)
+            throw new UsageException($"--thinking {budget}: the Messages API takes a thinking budget of at least {MinThinkingBudget} tokens.");
+        if (options.MaxTokens is int max && max <= budget)
+            throw new UsageException(
+                $"--thinking {budget} needs a --max-tokens above it (now {max}): max_tokens counts the thinking too, so the " +
+                $"API refuses a budget that is not below it. Raise --max-tokens, e.g. to {budget + MaxTokens}, or leave it out.");
+        var thinking = new JsonObject { ["type"] = "enabled", ["budget_tokens"] = budget };
+        return WithFields(options with { MaxTokens = options.MaxTokens ?? budget + MaxTokens }, new JsonObject { ["thinking"] = thinking });
+    }
+
+    /// <summary>The smallest thinking budget the Messages API takes ("thinking.enabled.budget_tokens: Input should be
+    /// greater than or equal to 1024").</summary>
+    public const int MinThinkingBudget = 1024;
+
+    /// <summary>The tool-use options map onto tool_choice (see ToolChoiceValue), with three exceptions.</summary>
     public override void CheckOptions(FlowOptions options, IReadOnlyList<Tool> tools)
     {
+        if (options.RequestFields?["thinking"] is not null && options.ForcesACall)
+            throw new UsageException(
+                $"--thinking does not go with --tool-choice {options.ToolChoice} on --api anthropic: the API answers \"Thinking may " +
+                "not be enabled when tool_choice forces tool use.\" Use --tool-choice auto or none, or drop --thinking.");
         if (tools.Any(tool => tool.Strict))
             throw new UsageException(
                 "--strict is for --api chat and responses: the Anthropic Messages API has strict tool use only as a beta, " +
