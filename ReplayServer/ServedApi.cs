@@ -42,6 +42,14 @@ abstract class ServedApi
     /// or null when it breaks none.</summary>
     public abstract JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers);
 
+    /// <summary>
+    /// The first rule on reasoning state that the request breaks, as the API answers it (its status and body), or null.
+    /// A reasoning model's state goes back with its tool calls (DeepSeek's reasoning_content, Gemini's thought
+    /// signatures, the Responses API's reasoning items, the Messages API's thinking blocks), and the API knows what it
+    /// handed out: so may the server, from `played`, the interactions it has answered so far, in the order first played.
+    /// </summary>
+    public virtual Reply? ReasoningViolation(JsonObject request, IReadOnlyList<Interaction> played) => null;
+
     // What JsonMatch asks, to read a request as this API reads it: a field at its default equals its absence, a text
     // content equals the one text part it stands for, and a tool result JSON-quoted is named as such.
 
