@@ -11,8 +11,8 @@
 //           a failed call says so with "is_error": true. There is no "tool" role.
 //   Step 4  The answer is the text blocks of `content`.
 // Streamed, the reply is events (message_start, content_block_start, content_block_delta with text_delta or
-// input_json_delta, content_block_stop, message_delta, message_stop; ping and error) that StreamedMessage turns into the
-// same message.
+// input_json_delta, and with extended thinking thinking_delta and signature_delta, content_block_stop, message_delta,
+// message_stop; ping and error) that StreamedMessage turns into the same message.
 
 using System;
 using System.Collections.Generic;
@@ -276,8 +276,9 @@ sealed class AnthropicApi : Api
 /// input), content_block_delta events for its `index`, and content_block_stop. A delta appends to one field of its
 /// block: text_delta to "text" (shown as it arrives), input_json_delta's partial_json to the input's JSON text (parsed
 /// once the message is whole: the pieces split it anywhere), and with extended thinking, thinking_delta and
-/// signature_delta to "thinking" and "signature". message_delta brings stop_reason and the usage so far; message_stop
-/// ends the reply. ping keeps the connection alive; an error event ends the stream.
+/// signature_delta to "thinking" and "signature" (not shown: the thinking is not the answer); a redacted_thinking block
+/// has no deltas, it comes whole in its content_block_start. message_delta brings stop_reason and the usage so far;
+/// message_stop ends the reply. ping keeps the connection alive; an error event ends the stream.
 /// </summary>
 sealed class StreamedMessage(TextWriter output) : EventStreamReader(output)
 {
