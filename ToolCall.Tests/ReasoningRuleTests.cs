@@ -125,6 +125,14 @@ public class ReasoningRuleTests
     }
 
     [Fact]
+    public void GeminisErrorInAList_IsReadForItsMessage_ByTheClient()
+    {
+        const string text = """[{"error":{"code":400,"message":"Function call is missing a thought_signature.","status":"INVALID_ARGUMENT"}}]""";
+
+        Assert.Equal("HTTP 400 Bad Request: Function call is missing a thought_signature.", ApiError.Describe(400, "Bad Request", JsonNode.Parse(text), text));
+    }
+
+    [Fact]
     public async Task Gemini3_NeedsASignatureOnTheFirstCallOfEachReply_InTheCurrentTurnOnly()
     {
         JsonObject unsigned = Wire.AskForTools(Wire.WeatherCall("call_1", "London"));
