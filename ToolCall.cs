@@ -151,6 +151,8 @@ public static class ToolCalling
             request["parallel_tool_calls"] = false;
         if (options.MaxTokens is int maxTokens)
             request["max_tokens"] = maxTokens;
+        foreach ((string field, JsonNode? value) in options.RequestFields ?? [])
+            request[field] = value?.DeepClone(); // the caller's own fields, as they are
         log?.Invoke($"Step 1: POST {chat.Url}: 1 message ({Quoted(question)}), tools: {ToolNames(tools)}{ToolFieldsShown(request)}");
         JsonObject response = await chat.PostAsync(request, cancellationToken);
 
@@ -420,7 +422,8 @@ public static class ToolCalling
 /// one call) or a function's name (that one); ParallelToolCalls false sends `parallel_tool_calls: false` (one call per
 /// reply at most); left at their defaults, neither is sent. MaxTokens: `max_tokens`, the most tokens a reply may
 /// have (unset: the API's default). MaxRounds: replies asking for tools answered; the request after the last asks for
-/// an answer (tool_choice "none"). Log: the step log, a line per step (null: none).
+/// an answer (tool_choice "none"). RequestFields: more fields sent as they are on every request (e.g. temperature).
+/// Log: the step log, a line per step (null: none).
 /// </summary>
 public sealed record FlowOptions
 {
@@ -428,6 +431,7 @@ public sealed record FlowOptions
     public bool ParallelToolCalls { get; init; } = true;
     public int? MaxTokens { get; init; }
     public int MaxRounds { get; init; } = 8;
+    public JsonObject? RequestFields { get; init; }
     public Action<string>? Log { get; init; }
 
     /// <summary>Runs the calls of one reply, their results in the calls' order: by default one after another

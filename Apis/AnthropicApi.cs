@@ -11,8 +11,8 @@
 //           a failed call says so with "is_error": true. There is no "tool" role.
 //   Step 4  The answer is the text blocks of `content`.
 // Streamed, the reply is events (message_start, content_block_start, content_block_delta with text_delta or
-// input_json_delta, content_block_stop, message_delta, message_stop; ping and error) that StreamedMessage turns into the
-// same message.
+// input_json_delta, and with extended thinking thinking_delta and signature_delta, content_block_stop, message_delta,
+// message_stop; ping and error) that StreamedMessage turns into the same message.
 
 using System;
 using System.Collections.Generic;
@@ -55,6 +55,8 @@ sealed class AnthropicApi : Api
         };
         if (ToolChoiceValue(options) is JsonObject toolChoice)
             request["tool_choice"] = toolChoice;
+        foreach ((string field, JsonNode? value) in options.RequestFields ?? [])
+            request[field] = value?.DeepClone(); // e.g. --thinking's thinking (WithReasoning)
         log?.Invoke($"Step 1: POST {client.Url}: 1 message ({ToolCalling.Quoted(question)}), tools: {ToolCalling.ToolNames(tools)}{ToolCalling.ToolFieldsShown(request)}");
         JsonObject response = await client.PostAsync(request, cancellationToken);
 
@@ -205,9 +207,37 @@ sealed class AnthropicApi : Api
 
     public override EventStreamReader NewStreamReader(TextWriter output) => new StreamedMessage(output);
 
-    /// <summary>The tool-use options map onto tool_choice (see ToolChoiceValue), with two exceptions.</summary>
+    /// <summary>
+    /// --thinking TOKENS: "thinking": {"type": "enabled", "budget_tokens": TOKENS}. The API takes a budget of at least
+    /// 1024 tokens, below max_tokens, which counts the thinking too: without --max-tokens, max_tokens is the budget
+    /// plus the 1024 of a reply without thinking; a --max-tokens not above the budget is refused.
+    /// </summary>
+    public override FlowOptions WithReasoning(FlowOptions options, bool noStore, int? thinkingBudget)
+    {
+        options = base.WithReasoning(options, noStore, thinkingBudget: null);
+        if (thinkingBudget is not int budget)
+            return options;
+        if (budget < MinThinkingBudget)
+            throw new UsageException($"--thinking {budget}: the Messages API takes a thinking budget of at least {MinThinkingBudget} tokens.");
+        if (options.MaxTokens is int max && max <= budget)
+            throw new UsageException(
+                $"--thinking {budget} needs a --max-tokens above it (now {max}): max_tokens counts the thinking too, so the " +
+                $"API refuses a budget that is not below it. Raise --max-tokens, e.g. to {budget + MaxTokens}, or leave it out.");
+        var thinking = new JsonObject { ["type"] = "enabled", ["budget_tokens"] = budget };
+        return WithFields(options with { MaxTokens = options.MaxTokens ?? budget + MaxTokens }, new JsonObject { ["thinking"] = thinking });
+    }
+
+    /// <summary>The smallest thinking budget the Messages API takes ("thinking.enabled.budget_tokens: Input should be
+    /// greater than or equal to 1024").</summary>
+    public const int MinThinkingBudget = 1024;
+
+    /// <summary>The tool-use options map onto tool_choice (see ToolChoiceValue), with three exceptions.</summary>
     public override void CheckOptions(FlowOptions options, IReadOnlyList<Tool> tools)
     {
+        if (options.RequestFields?["thinking"] is not null && options.ForcesACall)
+            throw new UsageException(
+                $"--thinking does not go with --tool-choice {options.ToolChoice} on --api anthropic: the API answers \"Thinking may " +
+                "not be enabled when tool_choice forces tool use.\" Use --tool-choice auto or none, or drop --thinking.");
         if (tools.Any(tool => tool.Strict))
             throw new UsageException(
                 "--strict is for --api chat and responses: the Anthropic Messages API has strict tool use only as a beta, " +
@@ -250,8 +280,9 @@ sealed class AnthropicApi : Api
 /// input), content_block_delta events for its `index`, and content_block_stop. A delta appends to one field of its
 /// block: text_delta to "text" (shown as it arrives), input_json_delta's partial_json to the input's JSON text (parsed
 /// once the message is whole: the pieces split it anywhere), and with extended thinking, thinking_delta and
-/// signature_delta to "thinking" and "signature". message_delta brings stop_reason and the usage so far; message_stop
-/// ends the reply. ping keeps the connection alive; an error event ends the stream.
+/// signature_delta to "thinking" and "signature" (not shown: the thinking is not the answer); a redacted_thinking block
+/// has no deltas, it comes whole in its content_block_start. message_delta brings stop_reason and the usage so far;
+/// message_stop ends the reply. ping keeps the connection alive; an error event ends the stream.
 /// </summary>
 sealed class StreamedMessage(TextWriter output) : EventStreamReader(output)
 {

@@ -104,6 +104,34 @@ abstract class Api
     {
     }
 
+    /// <summary>
+    /// The flow's options with the request fields that keep reasoning state as the command line asks: --no-store
+    /// (the Responses API's store: false, its reasoning then sent back encrypted) and --thinking TOKENS (the Messages
+    /// API's extended thinking). An option this API cannot carry is refused (a UsageException). On Chat Completions
+    /// the model decides whether it reasons (DeepSeek's thinking mode, Gemini's thinking), so neither applies there.
+    /// </summary>
+    public virtual FlowOptions WithReasoning(FlowOptions options, bool noStore, int? thinkingBudget)
+    {
+        if (noStore)
+            throw new UsageException(
+                $"--no-store is for --api responses, whose store defaults to true; --api {Name} keeps nothing of a reply " +
+                "that the next request needs. Drop --no-store.");
+        if (thinkingBudget is not null)
+            throw new UsageException(
+                $"--thinking is for --api anthropic (extended thinking); on --api {Name} the model decides whether it reasons, " +
+                "and its reasoning comes back in the reply. Drop --thinking.");
+        return options;
+    }
+
+    /// <summary>Adds fields to those FlowOptions.RequestFields already holds.</summary>
+    protected static FlowOptions WithFields(FlowOptions options, JsonObject fields)
+    {
+        JsonObject all = (JsonObject?)options.RequestFields?.DeepClone() ?? [];
+        foreach ((string field, JsonNode? value) in fields)
+            all[field] = value?.DeepClone();
+        return options with { RequestFields = all };
+    }
+
     /// <summary>The bundled cassette for the offline demo, from the Chat Completions one's name ("weather.json",
     /// "strict.json"): the same name with the API's in front ("responses-weather.json").</summary>
     public virtual string CassetteName(string chatName) => $"{Name}-{chatName}";

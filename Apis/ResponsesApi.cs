@@ -52,6 +52,8 @@ sealed class ResponsesApi : Api
             request["parallel_tool_calls"] = false;
         if (options.MaxTokens is int maxTokens)
             request["max_output_tokens"] = maxTokens;
+        foreach ((string field, JsonNode? value) in options.RequestFields ?? [])
+            request[field] = value?.DeepClone(); // e.g. --no-store's store and include (WithReasoning)
         log?.Invoke($"Step 1: POST {client.Url}: 1 input item ({ToolCalling.Quoted(question)}), tools: {ToolCalling.ToolNames(tools)}{ToolCalling.ToolFieldsShown(request)}");
         JsonObject response = await client.PostAsync(request, cancellationToken);
 
@@ -180,6 +182,19 @@ sealed class ResponsesApi : Api
     // Around the loop: the stream, and the history as the diagram reads it.
 
     public override EventStreamReader NewStreamReader(TextWriter output) => new StreamedResponse(output);
+
+    /// <summary>
+    /// --no-store: "store": false, so the API keeps no item of the run, and "include": ["reasoning.encrypted_content"],
+    /// so that a reasoning model's reasoning items come with their content encrypted: they go back in `input` as
+    /// received, and the API decrypts them instead of looking up items it never kept.
+    /// </summary>
+    public override FlowOptions WithReasoning(FlowOptions options, bool noStore, int? thinkingBudget)
+    {
+        options = base.WithReasoning(options, noStore: false, thinkingBudget);
+        return noStore
+            ? WithFields(options, new JsonObject { ["store"] = false, ["include"] = new JsonArray("reasoning.encrypted_content") })
+            : options;
+    }
 
     // Its function names follow Chat Completions' pattern (Api's defaults); no limit on the number of tools was found
     // for it, in its API reference or in public reports, so none is checked.

@@ -3,7 +3,8 @@
 // With "stream": true the reply comes as server-sent events, each `data:` holding one chat.completion.chunk. Text
 // arrives in pieces (delta.content); each tool call arrives in fragments (delta.tool_calls[]): its id, type and name
 // in the first, then pieces of its `arguments` text, told apart from other calls' pieces by `index`. With
-// stream_options.include_usage the last chunk carries only the usage, and `data: [DONE]` ends the stream.
+// stream_options.include_usage the last chunk carries only the usage, and `data: [DONE]` ends the stream. A thinking
+// model's reasoning comes in pieces too (delta.reasoning_content), kept for the history and not shown.
 // StreamedReply puts the pieces back together into the completion a JSON reply would have been, so the four steps
 // read it unchanged.
 
@@ -135,6 +136,7 @@ abstract class EventStreamReader(TextWriter output)
 sealed class StreamedReply(TextWriter output) : EventStreamReader(output)
 {
     readonly StringBuilder content = new(), refusal = new();
+    readonly Dictionary<string, StringBuilder> reasoning = []; // by field: reasoning_content (DeepSeek), reasoning
     readonly List<PartialCall> calls = [];
     readonly Dictionary<int, PartialCall> callsByIndex = [];
     PartialCall? lastCall;
@@ -181,6 +183,14 @@ sealed class StreamedReply(TextWriter output) : EventStreamReader(output)
             role = Json.String(delta["role"]) ?? role;
             Print(content, delta["content"]);
             Print(refusal, delta["refusal"]); // a refusal is printed as the answer too
+            foreach (string field in ReasoningFields)
+            {
+                // A thinking model's reasoning, in pieces beside the answer's: joined into the message's field of the
+                // same name, not printed. It goes back with the tool calls (DeepSeek's thinking mode answers 400 when
+                // reasoning_content is missing), so a field that came at all is kept, even empty.
+                if (Json.String(delta[field]) is string piece)
+                    (reasoning.TryGetValue(field, out StringBuilder? text) ? text : reasoning[field] = new StringBuilder()).Append(piece);
+            }
             foreach (JsonNode? fragment in delta["tool_calls"] as JsonArray ?? [])
             {
                 if (fragment is JsonObject callFragment)
@@ -233,6 +243,8 @@ sealed class StreamedReply(TextWriter output) : EventStreamReader(output)
         {
             // The shape of a JSON reply's message, so that step 3 appends the same thing either way.
             var message = new JsonObject { ["role"] = role, ["content"] = content.Length > 0 ? content.ToString() : null };
+            foreach (string field in ReasoningFields.Where(reasoning.ContainsKey))
+                message[field] = reasoning[field].ToString();
             if (calls.Count > 0)
                 message["tool_calls"] = new JsonArray([.. calls.Select(call => (JsonNode)call.ToJson())]);
             message["refusal"] = refusal.Length > 0 ? refusal.ToString() : null;
@@ -249,6 +261,10 @@ sealed class StreamedReply(TextWriter output) : EventStreamReader(output)
             ["usage"] = usage?.DeepClone(),
         };
     }
+
+    /// <summary>The delta fields that bring a reasoning model's reasoning as text: DeepSeek's reasoning_content (also
+    /// vLLM's and Qwen's), and the reasoning of servers that name it so (OpenRouter, Ollama).</summary>
+    static readonly string[] ReasoningFields = ["reasoning_content", "reasoning"];
 
     static string? NonEmpty(JsonNode? node) => Json.String(node) is { Length: > 0 } text ? text : null;
 

@@ -55,6 +55,11 @@ static class Cli
           --no-parallel      parallel_tool_calls: false, at most one tool call per reply (offline: no-parallel.json)
           --strict           strict: true on every function, its schema in strict form (offline: strict.json;
                              with --no-parallel: no-parallel+strict.json); not with --api anthropic
+          --no-store         --api responses: store: false, and include: ["reasoning.encrypted_content"], so that
+                             a reasoning model's reasoning goes back encrypted (offline: responses-no-store.json)
+          --thinking TOKENS  --api anthropic: extended thinking, thinking: {"type":"enabled","budget_tokens":TOKENS};
+                             at least 1024, below --max-tokens (default: TOKENS + 1024); not with a forced
+                             --tool-choice (offline, with 1024: anthropic-thinking.json)
           --stream           ask for the replies as server-sent events and print the text as it arrives
                              (offline: weather-stream.json, responses-weather-stream.json, anthropic-weather-stream.json)
           --retries N        send a request again up to N times after 408, 409, 429, 5xx, a timeout or a
@@ -168,6 +173,7 @@ static class Cli
             Log = log.Info,
             RunCalls = new ToolRunner(options.ParallelTools, options.Confirm ? terminal : null, stderr).RunCallsAsync,
         };
+        flowOptions = api.WithReasoning(flowOptions, options.NoStore, options.Thinking);
         api.CheckOptions(flowOptions, tools);
         if (api.ToolsProblem(tools) is string toolsProblem)
             throw new UsageException($"{toolsProblem}; the API would reject the request. Rename or leave out a tool.");
@@ -298,7 +304,7 @@ static class Cli
     /// <summary>The name of the cassette the offline demo replays for these options, on Chat Completions (each API
     /// names its own from it: Api.CassetteName): each option that changes the request on the wire has a cassette of its
     /// own, named after it (tool-choice-required.json, no-parallel.json, strict.json; options together:
-    /// no-parallel+strict.json). Without any it is weather.json; --stream alone, weather-stream.json.</summary>
+    /// no-parallel+strict.json, no-store+stream.json). Without any it is weather.json; --stream alone, weather-stream.json.</summary>
     static string ChatCassetteName(Options options)
     {
         var parts = new List<string>();
@@ -310,6 +316,10 @@ static class Cli
             parts.Add("strict");
         if (options.MaxTokens is not null)
             parts.Add("max-tokens");
+        if (options.NoStore)
+            parts.Add("no-store");
+        if (options.Thinking is not null)
+            parts.Add("thinking");
         if (options.Stream)
             parts.Add("stream");
         string name = string.Join('+', parts);

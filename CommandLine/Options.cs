@@ -20,6 +20,8 @@ sealed class Options
     public string? ToolChoice { get; private set; }
     public bool NoParallel { get; private set; }
     public bool Strict { get; private set; }
+    public bool NoStore { get; private set; }
+    public int? Thinking { get; private set; }
     public bool Stream { get; private set; }
     public int Retries { get; private set; } = 2;
     public int TimeoutSeconds { get; private set; } = 60;
@@ -62,6 +64,8 @@ sealed class Options
                 case "--tool-choice" when !serve: options.ToolChoice = Value(); break;
                 case "--no-parallel" when !serve: options.NoParallel = true; break;
                 case "--strict" when !serve: options.Strict = true; break;
+                case "--no-store" when !serve: options.NoStore = true; break;
+                case "--thinking" when !serve: options.Thinking = WholeNumber(arg, Value(), min: 1, max: 1_000_000); break;
                 case "--stream" when !serve: options.Stream = true; break;
                 case "--api" when !serve: options.Api = Api.Named(Value()); break;
                 case "--retries" when !serve: options.Retries = WholeNumber(arg, Value(), min: 0, max: 10); break;

@@ -24,6 +24,10 @@ sealed class ServedMessagesApi : ServedApi
     public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
         AnthropicRules.FirstViolation(request, headers);
 
+    /// <summary>Extended thinking's rules (see ThinkingRules); they rest on the request alone.</summary>
+    public override Refusal? ReasoningViolation(JsonObject request, IReadOnlyList<Interaction> played) =>
+        ThinkingRules.FirstViolation(request) is JsonObject error ? new Refusal(400, error) : null;
+
     // The documented defaults of the request's top-level fields: Anthropic's API reference ("temperature … Defaults to
     // 1.0"; a reply is streamed only when asked).
     static readonly Dictionary<string, JsonNode> Defaults = new()
@@ -151,4 +155,58 @@ static class AnthropicRules
 
     static string[] ToolUseIds(JsonArray blocks) =>
         [.. blocks.Where(block => Json.String(Json.At(block, "type")) == "tool_use").Select(block => Json.String(Json.At(block, "id")) ?? "")];
+}
+
+/// <summary>
+/// The Messages API's rules on extended thinking ("thinking": {"type": "enabled", "budget_tokens"}), answered in its
+/// error shape. A thinking block goes back with its signature, thinking enabled or not (langchain-ai/langchain#29971
+/// quotes "messages.1.content.0.thinking.signature: Field required"). With thinking enabled: a budget of at least 1024
+/// (themaximalist/llm.js#30), below max_tokens (the docs' rule; the wording is ours: no public quote was found), no
+/// tool_choice that forces a call (mastra-ai/mastra#7507), and the assistant message whose tool_use blocks the last
+/// message answers starts with a thinking or redacted_thinking block (Kilo-Org/kilocode#5219 and
+/// deepset-ai/haystack-core-integrations#2146 quote the message, "preceeding" included, for messages.1).
+/// </summary>
+static class ThinkingRules
+{
+    const string Docs = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking";
+
+    public static JsonObject? FirstViolation(JsonObject request)
+    {
+        JsonArray messages = request["messages"] as JsonArray ?? [];
+        for (int i = 0; i < messages.Count; i++)
+        {
+            JsonArray blocks = Json.At(messages[i], "content") as JsonArray ?? [];
+            for (int b = 0; b < blocks.Count; b++)
+            {
+                if (Json.String(Json.At(blocks[b], "type")) == "thinking" && Json.String(Json.At(blocks[b], "signature")) is null)
+                    return AnthropicError.Create($"messages.{i}.content.{b}.thinking.signature: Field required");
+            }
+        }
+        if (Json.String(Json.At(request, "thinking", "type")) != "enabled")
+            return null;
+
+        if (Json.At(request, "thinking", "budget_tokens") is JsonValue budgetValue && budgetValue.TryGetValue(out long budget))
+        {
+            if (budget < 1024)
+                return AnthropicError.Create("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024");
+            if (Json.At(request, "max_tokens") is JsonValue maxValue && maxValue.TryGetValue(out long max) && max <= budget)
+                // Our wording: the rule is the docs', no quote of the API's answer was found.
+                return AnthropicError.Create("`max_tokens` must be greater than `thinking.budget_tokens`.");
+        }
+        if (Json.String(Json.At(request, "tool_choice", "type")) is "any" or "tool")
+            return AnthropicError.Create("Thinking may not be enabled when tool_choice forces tool use.");
+
+        // The last message answers tool_use blocks: the assistant message that asked is the final one, and it must begin
+        // with its thinking (the lastmost set of tool_use and tool_result blocks).
+        int last = messages.Count - 1;
+        if (last < 1 || Json.String(Json.At(messages[last], "role")) != "user" || Json.String(Json.At(messages[last - 1], "role")) != "assistant" ||
+            Json.At(messages[last - 1], "content") is not JsonArray asked || !asked.Any(block => Json.String(Json.At(block, "type")) == "tool_use"))
+            return null;
+        string first = Json.String(Json.At(asked[0], "type")) ?? "";
+        return first is "thinking" or "redacted_thinking" ? null : AnthropicError.Create(
+            $"messages.{last - 1}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{first}`. When `thinking` is enabled, " +
+            "a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). " +
+            "We recommend you include thinking blocks from previous turns. To avoid this requirement, disable `thinking`. " +
+            $"Please consult our documentation at {Docs}");
+    }
 }

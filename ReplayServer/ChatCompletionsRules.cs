@@ -22,6 +22,10 @@ sealed class ServedChatCompletionsApi : ServedApi
     public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
         RequestRules.FirstViolation(request) ?? HistoryRules.FirstViolation(request);
 
+    /// <summary>Two OpenAI-compatible providers' rules on reasoning state (see ChatReasoningRules).</summary>
+    public override Refusal? ReasoningViolation(JsonObject request, IReadOnlyList<Interaction> played) =>
+        ChatReasoningRules.FirstViolation(request, played);
+
     // The documented defaults of the request's top-level fields: CreateChatCompletionRequest in the OpenAPI spec.
     static readonly Dictionary<string, JsonNode> Defaults = new()
     {
@@ -250,4 +254,107 @@ static class HistoryRules
         "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. " +
         $"The following tool_call_ids did not have response messages: {string.Join(", ", ids)}",
         param: $"messages.[{assistantIndex}].role");
+}
+
+/// <summary>
+/// What two OpenAI-compatible providers require of a thinking model's state on Chat Completions, each answered with
+/// its own 400. OpenAI's own API has no such field: these rules apply where the request or the server's own replies say
+/// the model thinks.
+///
+/// DeepSeek's thinking mode (api-docs.deepseek.com/guides/thinking_mode): an assistant message with tool_calls goes
+/// back with its reasoning_content, in every later request ("For turns that do perform tool calls, the
+/// reasoning_content must be fully passed back to the API in all subsequent requests"); a message without tool calls
+/// need not. Thinking mode is "thinking": {"type": "enabled"} (the docs' switch; "disabled" turns it off) or the model
+/// deepseek-reasoner; on DeepSeek's newest models it is on by default, which the server cannot tell from a model name
+/// it does not know, so it also takes a call it played in a reply with reasoning_content as made in thinking mode.
+/// The wording, type and code are those of public reports (endolith/open-interpreter#215 quotes the whole body, param null;
+/// deepseek-ai/deepseek-harness#739); that a message with an empty reasoning_content passes is our reading of #739.
+///
+/// Gemini's thought signatures (ai.google.dev/gemini-api/docs/thought-signatures): on Gemini 3 models a call's
+/// extra_content.google.thought_signature goes back on that call; only the current turn (after the last user
+/// message) is checked, and of parallel calls only the first carries one. Required: a call the server played with a
+/// signature, and the first call of each reply in the current turn when the model's name starts with gemini-3 (not
+/// gemini-3-pro-image, which the docs exempt). The wording and the list around the error are those quoted from the
+/// OpenAI-compatible endpoint (discuss.ai.google.dev "OpenAI API compatibility broken due to thought_signature",
+/// BigPizzaV3/CodexPlusPlus#332); "position" is not documented: we take it as the index of the assistant message in
+/// `messages`, which fits the quotes but is not confirmed.
+/// </summary>
+static class ChatReasoningRules
+{
+    public static Refusal? FirstViolation(JsonObject request, IReadOnlyList<Interaction> played)
+    {
+        if (request["messages"] is not JsonArray messages)
+            return null;
+        var reasoned = new HashSet<string>(); // call ids the server played in a reply with reasoning_content
+        var signed = new HashSet<string>();   // call ids the server played with a thought signature
+        foreach (Interaction interaction in played.Where(i => i.Path == "/chat/completions"))
+            Learn(interaction, reasoned, signed);
+
+        string model = (Json.String(request["model"]) ?? "").Replace("models/", "");
+        bool? thinkingSwitch = Json.String(Json.At(request, "thinking", "type")) switch { "enabled" => true, "disabled" => false, _ => null };
+        bool gemini3 = model.StartsWith("gemini-3", System.StringComparison.Ordinal) && !model.Contains("image", System.StringComparison.Ordinal);
+        int lastUser = messages.Select((message, i) => (message, i)).LastOrDefault(m => Json.String(Json.At(m.message, "role")) == "user", (null, -1)).i;
+
+        for (int i = 0; i < messages.Count; i++)
+        {
+            if (Json.String(Json.At(messages[i], "role")) != "assistant" || Json.At(messages[i], "tool_calls") is not JsonArray { Count: > 0 } calls)
+                continue;
+            string[] ids = [.. calls.Select(call => Json.String(Json.At(call, "id")) ?? "")];
+            bool thinking = thinkingSwitch ?? (model == "deepseek-reasoner" || ids.Any(reasoned.Contains));
+            if (thinking && Json.String(Json.At(messages[i], "reasoning_content")) is null)
+                return new Refusal(400, ApiError.Create(
+                    "The `reasoning_content` in the thinking mode must be passed back to the API.", code: "invalid_request_error"));
+            for (int c = 0; c < calls.Count && i > lastUser; c++)
+            {
+                bool required = signed.Contains(ids[c]) || (c == 0 && gemini3);
+                if (required && Signature(calls[c]) is null)
+                    return new Refusal(400, new JsonArray(new JsonObject
+                    {
+                        ["error"] = new JsonObject
+                        {
+                            ["code"] = 400,
+                            ["message"] = "Function call is missing a thought_signature in functionCall parts. This is required for tools to work " +
+                                "correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call " +
+                                $"`default_api:{Json.String(Json.At(calls[c], "function", "name"))}` , position {i}. Please refer to " +
+                                "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+                            ["status"] = "INVALID_ARGUMENT",
+                        },
+                    }));
+            }
+        }
+        return null;
+    }
+
+    static string? Signature(JsonNode? call) => Json.String(Json.At(call, "extra_content", "google", "thought_signature"));
+
+    /// <summary>The calls of one played reply: whether it came with reasoning_content (a JSON reply's message, or any
+    /// delta of a streamed one), and which calls carried a thought signature.</summary>
+    static void Learn(Interaction interaction, HashSet<string> reasoned, HashSet<string> signed)
+    {
+        bool reasoning = false;
+        var ids = new List<string>();
+        var byIndex = new Dictionary<int, string>();
+        JsonNode?[] messages = interaction.ResponseEvents is JsonArray events
+            ? [.. events.SelectMany(chunk => Json.At(chunk, "choices") as JsonArray ?? []).Select(choice => Json.At(choice, "delta"))]
+            : [.. (Json.At(interaction.ResponseBody, "choices") as JsonArray ?? []).Select(choice => Json.At(choice, "message"))];
+        foreach (JsonNode? message in messages)
+        {
+            reasoning |= Json.String(Json.At(message, "reasoning_content")) is not null;
+            foreach (JsonNode? call in Json.At(message, "tool_calls") as JsonArray ?? [])
+            {
+                // A streamed call's id comes in its first fragment; the later ones name it by index (Gemini's by id).
+                int? index = Json.At(call, "index") is JsonValue value && value.TryGetValue(out int n) ? n : null;
+                string? id = Json.String(Json.At(call, "id")) is { Length: > 0 } given ? given : index is int known ? byIndex.GetValueOrDefault(known) : null;
+                if (id is null)
+                    continue;
+                if (index is int at)
+                    byIndex[at] = id;
+                ids.Add(id);
+                if (Signature(call) is not null)
+                    signed.Add(id);
+            }
+        }
+        if (reasoning)
+            reasoned.UnionWith(ids);
+    }
 }

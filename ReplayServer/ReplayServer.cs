@@ -71,6 +71,8 @@ sealed class ReplayServer : IAsyncDisposable
     readonly Lock gate = new();
     readonly Task acceptLoop;
     int next; // the next interaction to play; after the last one it starts over
+    readonly List<Interaction> played = []; // each interaction answered so far, once, in the order first played
+    readonly HashSet<int> playedIndices = [];
     int accepted, open, mismatches;
 
     ReplayServer(Cassette cassette, IPAddress address, int port, TextWriter? log, TimeProvider? time)
@@ -230,7 +232,7 @@ sealed class ReplayServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Routing, the request rules, the history rules (each API's own), then the cassette.</summary>
+    /// <summary>Routing, the request rules, the history rules, the reasoning rules (each API's own), then the cassette.</summary>
     Reply Handle(HttpRequestReader.Request request)
     {
         string path = request.Path.Split('?')[0];
@@ -261,7 +263,12 @@ sealed class ReplayServer : IAsyncDisposable
         }
 
         lock (gate)
+        {
+            // The reasoning rules know what the server has answered: the API knows the state it handed out.
+            if (request.Method == "POST" && body is JsonObject asked && api?.ReasoningViolation(asked, played) is Refusal broken)
+                return Log(request, broken.Status, broken.Body, "rule: " + Json.String(Json.At(broken.Body is JsonArray { Count: > 0 } list ? list[0] : broken.Body, "error", "message")));
             return cassette.MatchByContent ? PlayMatching(request, relativePath, api, body) : PlayNext(request, relativePath, api, body);
+        }
     }
 
     /// <summary>
@@ -329,6 +336,8 @@ sealed class ReplayServer : IAsyncDisposable
     Reply Play(HttpRequestReader.Request request, int index, string? why = null)
     {
         Interaction interaction = cassette.Interactions[index];
+        if (playedIndices.Add(index))
+            played.Add(interaction);
         string which = $"interaction {index + 1} of {cassette.Interactions.Count}";
         ReadOnlyMemory<byte> content;
         List<byte[]>? events;

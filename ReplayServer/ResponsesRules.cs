@@ -22,6 +22,11 @@ sealed class ServedResponsesApi : ServedApi
     public override JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers) =>
         ResponsesRules.FirstViolation(request);
 
+    /// <summary>Reasoning items go back with their calls, and an item store: false never kept cannot be looked up
+    /// (see ResponsesReasoningRules).</summary>
+    public override Refusal? ReasoningViolation(JsonObject request, IReadOnlyList<Interaction> played) =>
+        ResponsesReasoningRules.FirstViolation(request, played);
+
     // The documented defaults of the request's top-level fields: CreateResponse in the OpenAPI spec (where `store`
     // defaults to true, unlike Chat Completions).
     static readonly Dictionary<string, JsonNode> Defaults = new()
@@ -111,5 +116,81 @@ static class ResponsesRules
         return calls.FirstOrDefault(id => !answered.Contains(id)) is string unanswered
             ? ApiError.Create($"No tool output found for function call {unanswered}.", param: "input")
             : null;
+    }
+}
+
+/// <summary>
+/// The Responses API's rules on a reasoning model's state, which rest on what the API handed out: the server knows it
+/// from the replies it has played. A function_call item the API made after a reasoning item goes back with that
+/// reasoning item before it, or 400 (its wording, param "input" and code null are quoted in continuedev/continue#10018
+/// and cline/cline#12242; whether the API still checks the pairing of items it never stored, with store: false, is not
+/// confirmed: the server checks it either way). An item made in reply to a request with store: false was never kept, so
+/// one sent back by id alone (a reasoning item without its encrypted_content, or an item_reference) is not found: 404
+/// (the wording is quoted in vercel/ai#7543, the status in can1357/oh-my-pi#41 and
+/// jrkropp/open-webui-developer-toolkit#714; type, param "input" and code null are assumed as for the 400 above).
+/// </summary>
+static class ResponsesReasoningRules
+{
+    public static Refusal? FirstViolation(JsonObject request, IReadOnlyList<Interaction> played)
+    {
+        if (request["input"] is not JsonArray input)
+            return null;
+        var reasoningOf = new Dictionary<string, string>(); // function_call item id -> the reasoning item id before it
+        var notKept = new HashSet<string>();                // ids of items made in reply to store: false
+        foreach (Interaction interaction in played.Where(i => i.Path == "/responses"))
+        {
+            JsonNode?[] output = OutputItems(interaction);
+            string? reasoning = null;
+            foreach (JsonNode? item in output)
+            {
+                string? id = Json.String(Json.At(item, "id"));
+                switch (Json.String(Json.At(item, "type")))
+                {
+                    case "reasoning":
+                        reasoning = id;
+                        break;
+                    case "function_call" when id is not null && reasoning is not null:
+                        reasoningOf[id] = reasoning;
+                        break;
+                }
+                if (id is not null && Json.At(interaction.RequestBody, "store")?.GetValueKind() == System.Text.Json.JsonValueKind.False)
+                    notKept.Add(id);
+            }
+        }
+
+        var sent = new HashSet<string>();
+        foreach (JsonNode? item in input)
+        {
+            string? id = Json.String(Json.At(item, "id"));
+            string? type = Json.String(Json.At(item, "type"));
+            bool byIdAlone = type == "item_reference" || (type == "reasoning" && Json.String(Json.At(item, "encrypted_content")) is null);
+            if (id is not null && byIdAlone && notKept.Contains(id))
+                return new Refusal(404, ApiError.Create(
+                    $"Item with id '{id}' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, " +
+                    "or remove this item from your input.", param: "input"));
+            if (type == "function_call" && id is not null && reasoningOf.TryGetValue(id, out string? required) && !sent.Contains(required))
+                return new Refusal(400, ApiError.Create(
+                    $"Item '{id}' of type 'function_call' was provided without its required 'reasoning' item: '{required}'.", param: "input"));
+            if (id is not null)
+                sent.Add(id);
+        }
+        return null;
+    }
+
+    /// <summary>The output items of a played reply, in order: a JSON reply's `output`; a streamed one's items as each
+    /// response.output_item.done brought it, by output_index, or else the output of its response.completed.</summary>
+    static JsonNode?[] OutputItems(Interaction interaction)
+    {
+        if (interaction.ResponseEvents is not JsonArray events)
+            return [.. Json.At(interaction.ResponseBody, "output") as JsonArray ?? []];
+        var done = new SortedDictionary<int, JsonNode?>();
+        foreach (JsonNode? e in events)
+        {
+            if (Json.String(Json.At(e, "type")) == "response.output_item.done" && Json.At(e, "output_index") is JsonValue index && index.TryGetValue(out int at))
+                done[at] = Json.At(e, "item");
+        }
+        return done.Count > 0
+            ? [.. done.Values]
+            : [.. events.Select(e => Json.At(e, "response", "output")).OfType<JsonArray>().LastOrDefault() ?? []];
     }
 }

@@ -42,6 +42,14 @@ abstract class ServedApi
     /// or null when it breaks none.</summary>
     public abstract JsonObject? FirstViolation(JsonObject request, IReadOnlyDictionary<string, string> headers);
 
+    /// <summary>
+    /// The first rule on reasoning state that the request breaks, as the API answers it (its status and body), or null.
+    /// A reasoning model's state goes back with its tool calls (DeepSeek's reasoning_content, Gemini's thought
+    /// signatures, the Responses API's reasoning items, the Messages API's thinking blocks), and the API knows what it
+    /// handed out: so may the server, from `played`, the interactions it has answered so far, in the order first played.
+    /// </summary>
+    public virtual Refusal? ReasoningViolation(JsonObject request, IReadOnlyList<Interaction> played) => null;
+
     // What JsonMatch asks, to read a request as this API reads it: a field at its default equals its absence, a text
     // content equals the one text part it stands for, and a tool result JSON-quoted is named as such.
 
@@ -69,3 +77,6 @@ abstract class ServedApi
         path.StartsWith(array + "[", StringComparison.Ordinal) && path.EndsWith("]" + then, StringComparison.Ordinal) &&
         path.Length > array.Length + 2 + then.Length && path[(array.Length + 1)..^(then.Length + 1)].All(char.IsAsciiDigit);
 }
+
+/// <summary>A request a rule refuses: the status and the body, in the API's error shape, it is answered with.</summary>
+sealed record Refusal(int Status, JsonNode Body);

@@ -14,7 +14,10 @@ static class ApiError
     public static string Describe(int status, string? reason, JsonNode? body, string text)
     {
         string head = $"HTTP {status} {reason}".TrimEnd();
-        // {"error": {"message"}} as the API sends it; some servers send {"error": "..."} (Ollama) or {"message": "..."}.
+        // {"error": {"message"}} as the API sends it; some servers send {"error": "..."} (Ollama) or {"message": "..."},
+        // and Gemini's OpenAI-compatible endpoint wraps its error in a list, [{"error": {…}}].
+        if (body is JsonArray { Count: > 0 } list)
+            body = list[0];
         string? message = Json.String(Json.At(body, "error", "message")) ?? Json.String(Json.At(body, "error")) ?? Json.String(Json.At(body, "message"));
         if (message is not null)
             return $"{head}: {(message.Length > 1000 ? $"{message[..1000]}… ({message.Length} characters)" : message)}";

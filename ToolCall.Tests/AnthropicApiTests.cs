@@ -606,6 +606,8 @@ public class AnthropicWireFidelityTests
             Assert.Equal("/messages", interaction.Path);
             JsonObject request = interaction.RequestBody!.AsObject();
             ApiAssert.HasFields(request, "model", "max_tokens", "messages");
+            if (request["thinking"] is JsonNode thinking) // ThinkingConfigEnabled: budget_tokens >= 1024, below max_tokens
+                Assert.InRange((int)thinking["budget_tokens"]!, 1024, (int)request["max_tokens"]! - 1);
             foreach (JsonNode? tool in request["tools"]!.AsArray())
                 ApiAssert.HasFields(tool!, "name", "input_schema");
             foreach (JsonNode? message in request["messages"]!.AsArray())
@@ -617,6 +619,10 @@ public class AnthropicWireFidelityTests
                         ApiAssert.HasFields(block, "tool_use_id");
                     if ((string)block["type"]! == "tool_use")
                         AssertToolUse(block);
+                    if ((string)block["type"]! == "thinking")
+                        ApiAssert.HasFields(block, "thinking", "signature"); // sent back whole, its signature included
+                    if ((string)block["type"]! == "redacted_thinking")
+                        ApiAssert.HasFields(block, "data");
                 }
             }
             Assert.Equal(interaction.ResponseEvents is not null, request["stream"]?.GetValueKind() == JsonValueKind.True);
@@ -676,6 +682,14 @@ public class AnthropicWireFidelityTests
             {
                 AssertToolUse(block);
                 calls = true;
+            }
+            else if ((string)block["type"]! == "thinking")
+            {
+                ApiAssert.HasFields(block, "type", "thinking", "signature"); // ThinkingBlock
+            }
+            else if ((string)block["type"]! == "redacted_thinking")
+            {
+                ApiAssert.HasFields(block, "type", "data"); // RedactedThinkingBlock
             }
             else
             {

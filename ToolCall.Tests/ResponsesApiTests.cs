@@ -502,6 +502,9 @@ public class ResponsesWireFidelityTests
                     case "function_call_output":
                         ApiAssert.HasFields(item, "call_id", "output");
                         break;
+                    case "reasoning":
+                        AssertReasoning(item, request);
+                        break;
                     default:
                         ApiAssert.HasFields(item, "role", "content"); // EasyInputMessage
                         break;
@@ -542,11 +545,28 @@ public class ResponsesWireFidelityTests
                 AssertFunctionCall(item);
                 continue;
             }
+            if ((string)item["type"]! == "reasoning")
+            {
+                ApiAssert.HasFields(item, "id", "type", "summary"); // ReasoningItem
+                continue;
+            }
             ApiAssert.HasFields(item, "id", "type", "role", "content", "status"); // OutputMessage
             foreach (JsonNode? part in item["content"]!.AsArray())
                 ApiAssert.HasFields(part!, "type", "text", "annotations", "logprobs"); // OutputTextContent
         }
         ApiAssert.HasFields(response["usage"]!, "input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details", "total_tokens");
+    }
+
+    /// <summary>A ReasoningItem sent back: its id and summary; with store: false, its encrypted_content, which the request
+    /// asked for with include ["reasoning.encrypted_content"] (the API kept no item to look up).</summary>
+    static void AssertReasoning(JsonNode item, JsonObject request)
+    {
+        ApiAssert.HasFields(item, "id", "type", "summary");
+        if (request["store"]?.GetValueKind() == JsonValueKind.False)
+        {
+            Assert.Equal(JsonValueKind.String, item["encrypted_content"]!.GetValueKind());
+            Assert.Contains("reasoning.encrypted_content", request["include"]!.AsArray().Select(i => (string?)i));
+        }
     }
 
     static void AssertFunctionCall(JsonNode item)
