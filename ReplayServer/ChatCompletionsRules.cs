@@ -24,7 +24,7 @@ sealed class ServedChatCompletionsApi : ServedApi
 
     /// <summary>Two OpenAI-compatible providers' rules on reasoning state (see ChatReasoningRules).</summary>
     public override Refusal? ReasoningViolation(JsonObject request, IReadOnlyList<Interaction> played) =>
-        ChatReasoningRules.FirstViolation(request, played);
+        ChatReasoningRules.FirstViolation(request, Own(played));
 
     // The documented defaults of the request's top-level fields: CreateChatCompletionRequest in the OpenAPI spec.
     static readonly Dictionary<string, JsonNode> Defaults = new()
@@ -287,7 +287,7 @@ static class ChatReasoningRules
             return null;
         var reasoned = new HashSet<string>(); // call ids the server played in a reply with reasoning_content
         var signed = new HashSet<string>();   // call ids the server played with a thought signature
-        foreach (Interaction interaction in played.Where(i => i.Path == "/chat/completions"))
+        foreach (Interaction interaction in played)
             Learn(interaction, reasoned, signed);
 
         string model = (Json.String(request["model"]) ?? "").Replace("models/", "");

@@ -25,7 +25,7 @@ sealed class ServedResponsesApi : ServedApi
     /// <summary>Reasoning items go back with their calls, and an item store: false never kept cannot be looked up
     /// (see ResponsesReasoningRules).</summary>
     public override Refusal? ReasoningViolation(JsonObject request, IReadOnlyList<Interaction> played) =>
-        ResponsesReasoningRules.FirstViolation(request, played);
+        ResponsesReasoningRules.FirstViolation(request, Own(played));
 
     // The documented defaults of the request's top-level fields: CreateResponse in the OpenAPI spec (where `store`
     // defaults to true, unlike Chat Completions).
@@ -137,7 +137,7 @@ static class ResponsesReasoningRules
             return null;
         var reasoningOf = new Dictionary<string, string>(); // function_call item id -> the reasoning item id before it
         var notKept = new HashSet<string>();                // ids of items made in reply to store: false
-        foreach (Interaction interaction in played.Where(i => i.Path == "/responses"))
+        foreach (Interaction interaction in played)
         {
             JsonNode?[] output = OutputItems(interaction);
             string? reasoning = null;

@@ -50,6 +50,9 @@ abstract class ServedApi
     /// </summary>
     public virtual Refusal? ReasoningViolation(JsonObject request, IReadOnlyList<Interaction> played) => null;
 
+    /// <summary>The interactions of `played` that this API answered (a cassette may hold another API's too).</summary>
+    protected IReadOnlyList<Interaction> Own(IReadOnlyList<Interaction> played) => [.. played.Where(interaction => At(interaction.Path) == this)];
+
     // What JsonMatch asks, to read a request as this API reads it: a field at its default equals its absence, a text
     // content equals the one text part it stands for, and a tool result JSON-quoted is named as such.
 
