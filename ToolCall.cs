@@ -10,8 +10,9 @@
 // This file is the whole idea and stands alone: copy it into any .NET project and call ToolCalling.RunAsync (README.md,
 // "Use it in your app"). Read it top to bottom: your functions, the four steps, the one HTTP call they make. Only the
 // .NET base class library: HttpClient and System.Text.Json.Nodes. The program (./run.sh) runs this very RunAsync and
-// plugs the rest in where this file leaves a seam: FlowOptions.Log, Tool.CheckArguments, and a ChatClient whose
-// PostAsync also retries, streams and records (Client/). The other APIs are in Apis/, the replay server in ReplayServer/.
+// plugs the rest in where this file leaves a seam: FlowOptions.Log and .RunCalls, Tool.CheckArguments, and a ChatClient
+// whose PostAsync also retries, streams and records (Client/). The other APIs are in Apis/, the replay server in
+// ReplayServer/.
 
 #nullable enable
 
