@@ -75,9 +75,12 @@ static class ReferenceClient
             Timeout = Timeout.InfiniteTimeSpan, // ResilientChatClient times each attempt itself (--timeout)
         };
         var chat = new ResilientChatClient(http, setup.BaseUrl, Api.Named("chat"), FlowSetup.ApiKey, StepLog.Silent);
+        // The tools and the way their calls run, as the command line sets them up with its defaults (Cli.AskAsync):
+        // checked, each call bounded (--tool-timeout 30, --max-result-chars 20000), run one after another.
         Tool[] tools = ProgramTools.Create();
+        var options = new FlowOptions { RunCalls = new ToolRunner().RunCallsAsync };
         return new BenchClient("ToolCall (this project)", "toolcall", cancellationToken =>
-            ToolCalling.RunAsync(chat, FlowSetup.Model, setup.Question, tools, new FlowOptions(), cancellationToken));
+            ToolCalling.RunAsync(chat, FlowSetup.Model, setup.Question, tools, options, cancellationToken));
     }
 }
 
