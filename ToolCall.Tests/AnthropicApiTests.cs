@@ -139,7 +139,7 @@ public class AnthropicFlowTests
     [InlineData(new[] { "--api", "messages" }, "--api needs chat, responses or anthropic, not 'messages'")]
     [InlineData(new[] { "--api", "anthropic", "--replay", "cassettes/weather.json" }, "holds requests to /chat/completions (--api chat), not to /messages (--api anthropic)")]
     [InlineData(new[] { "--api", "responses", "--replay", "cassettes/anthropic-weather.json" }, "Pass --api anthropic, or a cassette for this API.")]
-    [InlineData(new[] { "--api", "anthropic", "--tool-choice", "required" }, "no cassettes/anthropic-tool-choice-required.json here to replay. Pass --replay FILE, or set ANTHROPIC_API_KEY")]
+    [InlineData(new[] { "--api", "anthropic", "--tool-choice", "none" }, "no cassettes/anthropic-tool-choice-none.json here to replay. Pass --replay FILE, or set ANTHROPIC_API_KEY")]
     public async Task OptionsThatDoNotFitTheApi_ExitWith2AndOneLineSayingWhy(string[] args, string expected)
     {
         string[] resolved = [.. args.Select(a => a.StartsWith("cassettes/", StringComparison.Ordinal) ? Path.Combine(Repo.Root, a) : a)];

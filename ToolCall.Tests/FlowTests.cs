@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Xunit;
 
@@ -324,6 +325,52 @@ public class ProviderQuirkTests
         Assert.Contains("The model refused; its refusal is printed as the answer.", run.Stderr);
     }
 
+    [Fact]
+    public async Task StreamEndingAfterItsFinishReasonWithoutDone_IsAWholeReply_AndItsCallRuns()
+    {
+        using var dir = new TempDir();
+        CliResult run = await ReplayAsync("stream-without-done.json", dir, "--stream");
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal(London, run.Stdout.Trim());
+        Assert.DoesNotContain(Cassette.Load(dir.File("run.json")).Interactions[0].ResponseEvents!, e => e?.GetValueKind() == JsonValueKind.String);
+        Assert.Equal("""{"city":"London"}""", (string)SentBack(dir)[1]!["tool_calls"]![0]!["function"]!["arguments"]!);
+    }
+
+    [Fact]
+    public async Task CumulativeArgumentFragments_EachReplaceWhatCameBefore()
+    {
+        using var dir = new TempDir();
+        CliResult run = await ReplayAsync("cumulative-arguments.json", dir, "--stream");
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal(London, run.Stdout.Trim());
+        Assert.Equal("""{"city":"London"}""", (string)SentBack(dir)[1]!["tool_calls"]![0]!["function"]!["arguments"]!);
+    }
+
+    [Fact]
+    public async Task ArgumentsThatBreakTheSchema_AreAnsweredInTheToolMessage_AndTheFlowGoesOn()
+    {
+        using var dir = new TempDir();
+        CliResult run = await ReplayAsync("bad-arguments.json", dir);
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        JsonArray history = Cassette.Load(dir.File("run.json")).Interactions[2].RequestBody!["messages"]!.AsArray();
+        Assert.Equal("Error: get_forecast: argument 'days' must be an integer, not a number.", (string)history[2]!["content"]!);
+        Assert.Equal("""Error: get_forecast: argument 'unit' must be one of ["celsius","fahrenheit"], not "kelvin".""", (string)history[4]!["content"]!);
+        Assert.StartsWith("I can give the forecast for Oslo in Celsius or Fahrenheit", run.Stdout);
+    }
+
+    [Fact]
+    public async Task StreamedResponsesRefusal_IsShownAsItArrives_AsTheAnswer()
+    {
+        CliResult run = await ReplayAsync("responses-refusal-stream.json", null, "--api", "responses", "--stream");
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal("I'm sorry, but I can't help with that." + Environment.NewLine, run.Stdout);
+        Assert.Contains("The model refused; its refusal is printed as the answer.", run.Stderr);
+    }
+
     public static TheoryData<string> QuirkCassettes() =>
         [.. Directory.GetFiles(Path.Combine(Repo.Root, "cassettes", "quirks"), "*.json").Select(path => Path.GetFileName(path)).Order()];
 
@@ -332,11 +379,11 @@ public class ProviderQuirkTests
     public void EveryQuirkCassette_HasATestHere(string cassette) =>
         Assert.Contains($"\"{cassette}\"", File.ReadAllText(Path.Combine(Repo.Root, "ToolCall.Tests", "FlowTests.cs")));
 
-    /// <summary>Replays cassettes/quirks/NAME, recording into `dir` when one is given.</summary>
-    static Task<CliResult> ReplayAsync(string name, TempDir? dir = null) =>
+    /// <summary>Replays cassettes/quirks/NAME with these options, recording into `dir` when one is given.</summary>
+    static Task<CliResult> ReplayAsync(string name, TempDir? dir = null, params string[] options) =>
         dir is null
-            ? App.RunAsync("--replay", Repo.Cassette(Path.Combine("quirks", name)))
-            : App.RunAsync("--replay", Repo.Cassette(Path.Combine("quirks", name)), "--record", dir.File("run.json"));
+            ? App.RunAsync(["--replay", Repo.Cassette(Path.Combine("quirks", name)), .. options])
+            : App.RunAsync(["--replay", Repo.Cassette(Path.Combine("quirks", name)), "--record", dir.File("run.json"), .. options]);
 
     /// <summary>The messages of the second request of the recorded run: the history that steps 3 and 4 built.</summary>
     static JsonArray SentBack(TempDir dir) => Cassette.Load(dir.File("run.json")).Interactions[1].RequestBody!["messages"]!.AsArray();

@@ -427,7 +427,7 @@ public class DiagramTests
     }
 }
 
-/// <summary>conformance/cases.json states what each cassette holds: its API, its question and its final answer.</summary>
+/// <summary>conformance/cases.json states what each cassette holds: its API, its question and what a client prints.</summary>
 public class ConformanceCaseTests
 {
     public static TheoryData<string> CaseNames() =>
@@ -435,7 +435,7 @@ public class ConformanceCaseTests
 
     [Theory]
     [MemberData(nameof(CaseNames))]
-    public void ConformanceCase_AsksTheCassettesQuestion_AndExpectsItsFinalAnswer(string name)
+    public void ConformanceCase_AsksTheCassettesQuestion_AndExpectsWhatItsRepliesPrint(string name)
     {
         JsonObject @case = Cases().Single(c => (string)c["name"]! == name);
         Cassette cassette = Cassette.Load(Path.Combine(Repo.Root, (string)@case["cassette"]!));
@@ -443,9 +443,10 @@ public class ConformanceCaseTests
         Api api = Api.Named((string?)@case["api"] ?? "chat"); // left out, a case is for Chat Completions
 
         Assert.Equal(cassette.FirstQuestion(api.HistoryField), (string)@case["question"]!);
-        Assert.Equal(FinalText(cassette.Interactions[^1]), (string)@case["answer"]!);
+        Assert.Equal(Printed(cassette), (string)@case["answer"]!);
         Assert.Equal(JsonValueKind.Array, @case["history"]!.GetValueKind());
-        Assert.Equal(cassette.Interactions[^1].ResponseEvents is not null, @case["args"]!.AsArray().Any(a => (string)a! == "--stream"));
+        bool streamed = @case["args"]!.AsArray().Any(a => (string)a! == "--stream");
+        Assert.All(cassette.Interactions.Where(i => i.Status == 200), i => Assert.Equal(streamed, i.ResponseEvents is not null));
     }
 
     [Theory]
@@ -465,6 +466,30 @@ public class ConformanceCaseTests
         string[] kinds = [.. Cases().Select(c => $"{(string?)c["api"] ?? "chat"}{(c["args"]!.AsArray().Any(a => (string)a! == "--stream") ? " streamed" : "")}")];
 
         Assert.Equal(["anthropic", "anthropic streamed", "chat", "chat streamed", "responses", "responses streamed"], kinds.Distinct().Order());
+    }
+
+    [Fact]
+    public void ConformanceCases_CoverRetriesAndTheLoopsOptions_OnEveryApi()
+    {
+        // Each API's cases include a retried 429 and 5xx (a cassette in faults/) and each option that changes the loop.
+        foreach (string api in new[] { "chat", "responses", "anthropic" })
+        {
+            JsonObject[] cases = [.. Cases().Where(c => ((string?)c["api"] ?? "chat") == api)];
+            string retries = $"cassettes/faults/{(api == "chat" ? "" : api + "-")}retry-then-answer.json";
+            Assert.Contains(cases, c => (string)c["cassette"]! == retries);
+            foreach (string option in new[] { "--no-parallel", "--tool-choice", "--max-rounds" })
+                Assert.Contains(cases, c => c["args"]!.AsArray().Any(a => (string)a! == option));
+        }
+    }
+
+    [Fact]
+    public void ConformanceCases_UseOnlyTheOptionsTheClientContractDescribes()
+    {
+        string readme = File.ReadAllText(Path.Combine(Repo.Root, "conformance", "README.md"));
+        string contract = readme[readme.IndexOf("## The client contract", StringComparison.Ordinal)..readme.IndexOf("## The tags", StringComparison.Ordinal)];
+
+        Assert.All(Cases().SelectMany(c => c["args"]!.AsArray()).Select(a => (string)a!).Where(a => a.StartsWith("--", StringComparison.Ordinal)).Distinct(),
+            option => Assert.Contains($"- `{option}", contract));
     }
 
     [Theory]
@@ -493,19 +518,30 @@ public class ConformanceCaseTests
 
     static string[] Tags(JsonObject @case) => [.. (@case["tags"]?.AsArray() ?? []).Select(t => (string)t!)];
 
+    /// <summary>What a client prints on stdout, less trailing whitespace (PROTOCOL.md, "Streaming"): the final answer;
+    /// streamed, the text of every reply as it arrived, each reply that had some on a line of its own (a reply that says
+    /// something before it asks for tools too).</summary>
+    static string Printed(Cassette cassette) => cassette.Interactions[^1].ResponseEvents is null
+        ? FinalText(cassette.Interactions[^1])
+        : string.Join("\n", cassette.Interactions.Select(i => StreamedText(i.ResponseEvents!)).Where(text => text.Length > 0));
+
+    /// <summary>The text pieces a stream shows, joined: a chat chunk's content or refusal, a Responses output_text or
+    /// refusal delta, a Messages text_delta.</summary>
+    static string StreamedText(JsonArray events) =>
+        string.Concat(events.OfType<JsonObject>().Select(e => e["choices"]?.AsArray().FirstOrDefault()?["delta"] is JsonNode delta
+            ? (string?)delta["content"] + (string?)delta["refusal"]
+            : (string?)e["type"] is "response.output_text.delta" or "response.refusal.delta" ? (string?)e["delta"]
+            : e["delta"] is JsonObject block && (string?)block["type"] == "text_delta" ? (string?)block["text"] : null));
+
     /// <summary>The text of the last reply, as each API carries it: a chat message's content, the output_text parts of a
-    /// Responses message item, the text blocks of a Messages reply; streamed, their text pieces joined.</summary>
-    static string FinalText(Interaction last) => last.ResponseEvents is JsonArray events
-        ? string.Concat(events.OfType<JsonObject>().Select(e => (string?)e["choices"]?.AsArray().FirstOrDefault()?["delta"]?["content"]
-            ?? ((string?)e["type"] == "response.output_text.delta" ? (string?)e["delta"] : null)
-            ?? ((string?)e["delta"]?["type"] == "text_delta" ? (string?)e["delta"]!["text"] : null)))
-        : last.Path switch
-        {
-            "/responses" => string.Concat(last.ResponseBody!["output"]!.AsArray().Where(item => (string?)item!["type"] == "message")
-                .SelectMany(item => item!["content"]!.AsArray()).Where(part => (string?)part!["type"] == "output_text").Select(part => (string?)part!["text"])),
-            "/messages" => string.Concat(last.ResponseBody!["content"]!.AsArray().Where(block => (string?)block!["type"] == "text").Select(block => (string?)block!["text"])),
-            _ => ChatAnswer(last.ResponseBody!["choices"]![0]!["message"]!),
-        };
+    /// Responses message item, the text blocks of a Messages reply.</summary>
+    static string FinalText(Interaction last) => last.Path switch
+    {
+        "/responses" => string.Concat(last.ResponseBody!["output"]!.AsArray().Where(item => (string?)item!["type"] == "message")
+            .SelectMany(item => item!["content"]!.AsArray()).Where(part => (string?)part!["type"] == "output_text").Select(part => (string?)part!["text"])),
+        "/messages" => string.Concat(last.ResponseBody!["content"]!.AsArray().Where(block => (string?)block!["type"] == "text").Select(block => (string?)block!["text"])),
+        _ => ChatAnswer(last.ResponseBody!["choices"]![0]!["message"]!),
+    };
 
     /// <summary>A chat message's content, or its refusal when it has none: a refusal is printed as the answer.</summary>
     static string ChatAnswer(JsonNode message) =>

@@ -185,8 +185,11 @@ public class WireFidelityTests
         foreach (Interaction interaction in Cassette.Load(Repo.Cassette(name)).Interactions.Where(i => i.ResponseEvents is not null))
         {
             JsonArray events = interaction.ResponseEvents!;
-            Assert.Equal("[DONE]", (string)events[^1]!); // the stream's end marker, once, last
-            JsonObject[] chunks = [.. events.SkipLast(1).Select(e => Assert.IsType<JsonObject>(e))];
+            // The stream's end marker, once, last; the quirk of quirks/stream-without-done.json is that it never comes.
+            bool done = name != Path.Combine("quirks", "stream-without-done.json");
+            if (done)
+                Assert.Equal("[DONE]", (string)events[^1]!);
+            JsonObject[] chunks = [.. events.SkipLast(done ? 1 : 0).Select(e => Assert.IsType<JsonObject>(e))];
             Assert.NotEmpty(chunks);
             foreach (JsonObject chunk in chunks)
             {

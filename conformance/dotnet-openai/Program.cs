@@ -2,7 +2,7 @@
 // server, with its own request writing and response parsing: on Chat Completions here, on the Responses API (with
 // --api responses) in ResponsesFlow.cs. The contract (conformance/README.md): OPENAI_BASE_URL and OPENAI_API_KEY from
 // the environment, options before the question, the question as the last argument; the final answer alone on
-// stdout, exit 0.
+// stdout (streamed, each reply's text as it arrives), exit 0.
 
 using System.ClientModel;
 using System.Text;
@@ -12,25 +12,28 @@ using OpenAI.Chat;
 
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: OpenAIConformance [--api chat|responses] [--no-parallel] [--stream] [--tool-choice required] QUESTION");
+    Console.Error.WriteLine(
+        "usage: OpenAIConformance [--api chat|responses] [--no-parallel] [--stream] [--tool-choice required] [--max-rounds N] [--timeout SECONDS] QUESTION");
     return 2;
 }
 string question = args[^1];
 string baseUrl = Environment.GetEnvironmentVariable("OPENAI_BASE_URL") ?? "https://api.openai.com/v1";
 string key = Environment.GetEnvironmentVariable("OPENAI_API_KEY") ?? "";
-int apiAt = Array.IndexOf(args, "--api");
-string api = apiAt >= 0 && apiAt + 1 < args.Length - 1 ? args[apiAt + 1] : "chat";
+string api = Option("--api") ?? "chat";
 bool noParallel = args.Contains("--no-parallel");
 bool stream = args.Contains("--stream"); // the SDK then sends "stream": true (and for chat "stream_options": {"include_usage": true})
-int choiceAt = Array.IndexOf(args, "--tool-choice");
-string? toolChoice = choiceAt >= 0 && choiceAt + 1 < args.Length - 1 ? args[choiceAt + 1] : null;
-if (toolChoice is not (null or "required") || toolChoice is not null && api != "chat")
+string? toolChoice = Option("--tool-choice");
+int maxRounds = int.Parse(Option("--max-rounds") ?? "8");
+var clientOptions = new OpenAIClientOptions { Endpoint = new Uri(baseUrl) };
+if (Option("--timeout") is string seconds)
+    clientOptions.NetworkTimeout = TimeSpan.FromSeconds(int.Parse(seconds)); // the SDK's own timeout
+if (toolChoice is not (null or "required"))
 {
-    Console.Error.WriteLine($"error: --tool-choice {toolChoice}: this client takes --tool-choice required, on Chat Completions.");
+    Console.Error.WriteLine($"error: --tool-choice {toolChoice}: this client takes --tool-choice required.");
     return 2;
 }
 if (api == "responses")
-    return await ResponsesFlow.RunAsync(question, baseUrl, key, noParallel, stream);
+    return await ResponsesFlow.RunAsync(question, key, clientOptions, noParallel, stream, toolChoice is not null, maxRounds);
 if (api != "chat")
 {
     Console.Error.WriteLine($"error: --api {api}: this client speaks chat and responses (the OpenAI SDK has no Messages API).");
@@ -39,7 +42,7 @@ if (api != "chat")
 
 // The SDK's own retry policy stays on: it retries a 429 or a 5xx, waiting as Retry-After says, and never a 400 such as
 // the replay server's mismatch.
-var client = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri(baseUrl) });
+var client = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), clientOptions);
 
 // The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them.
 var options = new ChatCompletionOptions
@@ -58,14 +61,18 @@ if (toolChoice == "required")
 List<ChatMessage> messages = [new UserChatMessage(question)];
 try
 {
-    for (int round = 1; round <= 8; round++)
+    for (int round = 1; round <= maxRounds + 1; round++)
     {
+        // The request after the last round allowed asks for an answer (PROTOCOL.md).
+        if (round > maxRounds)
+            options.ToolChoice = ChatToolChoice.CreateNoneChoice();
         (string text, IReadOnlyList<ChatToolCall> calls, AssistantChatMessage reply) = stream
             ? await StreamedReplyAsync(client, messages, options)
             : Reply((await client.CompleteChatAsync(messages, options)).Value);
         if (calls.Count == 0)
         {
-            Console.WriteLine(text);
+            if (!stream)
+                Console.WriteLine(text); // streamed, it has been shown as it arrived
             return 0;
         }
         messages.Add(reply); // the assistant message first, then one tool message per call
@@ -75,7 +82,7 @@ try
         if (toolChoice is not null)
             options.ToolChoice = ChatToolChoice.CreateAutoChoice();
     }
-    Console.Error.WriteLine("error: the model still asks for tools after 8 rounds");
+    Console.Error.WriteLine($"error: the model still asks for tools after {maxRounds} rounds, even when asked to answer");
 }
 catch (ClientResultException e)
 {
@@ -90,6 +97,7 @@ static (string Text, IReadOnlyList<ChatToolCall> Calls, AssistantChatMessage Rep
 static string AnswerOf(string text, string? refusal) => text.Length == 0 && !string.IsNullOrEmpty(refusal) ? refusal : text;
 
 // Streamed, the SDK reads the server-sent events into updates; a call arrives in fragments, told apart by its index.
+// The text is shown as it arrives, and a reply that showed some ends its line.
 static async Task<(string Text, IReadOnlyList<ChatToolCall> Calls, AssistantChatMessage Reply)> StreamedReplyAsync(
     ChatClient client, List<ChatMessage> messages, ChatCompletionOptions options)
 {
@@ -99,16 +107,29 @@ static async Task<(string Text, IReadOnlyList<ChatToolCall> Calls, AssistantChat
     await foreach (StreamingChatCompletionUpdate update in client.CompleteChatStreamingAsync(messages, options))
     {
         foreach (ChatMessageContentPart part in update.ContentUpdate)
+        {
             text.Append(part.Text);
+            Console.Write(part.Text);
+        }
         refusal.Append(update.RefusalUpdate);
+        Console.Write(update.RefusalUpdate);
         foreach (StreamingChatToolCallUpdate fragment in update.ToolCallUpdates)
         {
             (string? id, string? name, StringBuilder arguments) = fragments.GetValueOrDefault(fragment.Index, (null, null, new StringBuilder()));
             fragments[fragment.Index] = (fragment.ToolCallId ?? id, fragment.FunctionName ?? name, arguments.Append(fragment.FunctionArgumentsUpdate));
         }
     }
+    if (text.Length + refusal.Length > 0)
+        Console.WriteLine();
     List<ChatToolCall> calls = [.. fragments.Values.Select(f => ChatToolCall.CreateFunctionToolCall(f.Id, f.Name, BinaryData.FromString(f.Arguments.ToString())))];
     return (AnswerOf(text.ToString(), refusal.ToString()), calls, calls.Count > 0 ? new AssistantChatMessage(calls) : new AssistantChatMessage(text.ToString()));
+}
+
+// --NAME VALUE among the options before the question, or null.
+string? Option(string name)
+{
+    int at = Array.IndexOf(args, name);
+    return at >= 0 && at + 1 < args.Length - 1 ? args[at + 1] : null;
 }
 
 /// <summary>The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them, and what they return.</summary>

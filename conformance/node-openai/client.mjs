@@ -1,22 +1,46 @@
 // A conformance client: the official `openai` npm package runs the tool-calling flow against the replay server, on
 // Chat Completions or (with --api responses) on the Responses API.
 // The contract (conformance/README.md): OPENAI_BASE_URL and OPENAI_API_KEY from the environment, the question as the
-// last argument, options before it; the final answer alone on stdout, exit 0.
+// last argument, options before it; the final answer alone on stdout (streamed, each reply's text as it arrives),
+// exit 0.
 import OpenAI from "openai";
 
 const args = process.argv.slice(2);
 const question = args.at(-1);
 const noParallel = args.includes("--no-parallel");
 const stream = args.includes("--stream");
-const api = args.includes("--api") ? args[args.indexOf("--api") + 1] : "chat";
-const toolChoice = args.includes("--tool-choice") ? args[args.indexOf("--tool-choice") + 1] : null;
+const option = (name, fallback) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
+const api = option("--api", "chat");
+const toolChoice = option("--tool-choice", null);
+const maxRounds = Number(option("--max-rounds", 8));
+const timeoutSeconds = Number(option("--timeout", 60));
 if (!["chat", "responses"].includes(api)) {
   console.error(`error: --api ${api}: this client speaks chat and responses (the openai package has no Messages API).`);
   process.exit(2);
 }
-if (toolChoice !== null && (toolChoice !== "required" || api !== "chat")) {
-  console.error(`error: --tool-choice ${toolChoice}: this client takes --tool-choice required, on Chat Completions.`);
+if (toolChoice !== null && toolChoice !== "required") {
+  console.error(`error: --tool-choice ${toolChoice}: this client takes --tool-choice required.`);
   process.exit(2);
+}
+
+// tool_choice for request number `request`: "required" on the first only ("required" forces a call on every request
+// that carries it; once made, the model chooses), and "none" on the request after the last round allowed, which asks
+// for an answer (PROTOCOL.md).
+function toolChoiceFor(request) {
+  if (request > maxRounds) return "none";
+  if (toolChoice) return request === 1 ? toolChoice : "auto";
+  return undefined;
+}
+
+// Streamed, the text is shown as it arrives, and each reply that showed some ends its line.
+let shown = false;
+function show(text) {
+  process.stdout.write(text);
+  shown = true;
+}
+function endLine() {
+  if (shown) process.stdout.write("\n");
+  shown = false;
 }
 
 // The two demo functions, declared exactly as PROTOCOL.md's step 1 shows them.
@@ -63,20 +87,24 @@ function run(name, argumentsJson) {
 }
 
 // The SDK reads OPENAI_BASE_URL and OPENAI_API_KEY itself. Its own retry policy stays on: it retries a 429 or a 5xx,
-// waiting as Retry-After says, and never a 400 such as the replay server's mismatch.
-const client = new OpenAI();
+// waiting as Retry-After says, and never a 400 such as the replay server's mismatch; --timeout is its timeout.
+const client = new OpenAI({ timeout: timeoutSeconds * 1000 });
 
-// Chat Completions: the answer, or null when the model still asks for tools after 8 rounds.
+// Chat Completions: the answer, or null when the model still asks for tools after the last round.
 async function chatFlow() {
   const messages = [{ role: "user", content: question }];
-  for (let round = 1; round <= 8; round++) {
+  for (let round = 1; round <= maxRounds + 1; round++) {
     const request = { model: "gpt-4o-mini", messages, tools };
     if (noParallel) request.parallel_tool_calls = false;
-    // "required" forces a call on every request that carries it; once made, the model chooses (PROTOCOL.md).
-    if (toolChoice) request.tool_choice = round === 1 ? toolChoice : "auto";
+    if (toolChoiceFor(round)) request.tool_choice = toolChoiceFor(round);
     // Streamed, the SDK's own helper reads the events and assembles the fragments into one completion.
     const completion = stream
-      ? await client.chat.completions.stream({ ...request, stream_options: { include_usage: true } }).finalChatCompletion()
+      ? await client.chat.completions
+          .stream({ ...request, stream_options: { include_usage: true } })
+          .on("content", show)
+          .on("refusal.delta", ({ delta }) => show(delta))
+          .finalChatCompletion()
+          .finally(endLine)
       : await client.chat.completions.create(request);
     const message = completion.choices[0].message;
     if (!message.tool_calls?.length) return message.content || message.refusal || ""; // a refusal is the answer
@@ -87,16 +115,29 @@ async function chatFlow() {
   return null;
 }
 
-// The Responses API: the answer, or null when the model still asks for tools after 8 rounds.
+// The Responses API: the answer, or null when the model still asks for tools after the last round.
 async function responsesFlow() {
   const input = [{ role: "user", content: question }];
-  for (let round = 1; round <= 8; round++) {
+  for (let round = 1; round <= maxRounds + 1; round++) {
     const request = { model: "gpt-4o-mini", input, tools: responseTools };
     if (noParallel) request.parallel_tool_calls = false;
+    if (toolChoiceFor(round)) request.tool_choice = toolChoiceFor(round);
     // Streamed, the SDK's own helper reads the typed events into the response that response.completed ends with.
-    const response = stream ? await client.responses.stream(request).finalResponse() : await client.responses.create(request);
+    const response = stream
+      ? await client.responses
+          .stream(request)
+          .on("response.output_text.delta", ({ delta }) => show(delta))
+          .on("response.refusal.delta", ({ delta }) => show(delta))
+          .finalResponse()
+          .finally(endLine)
+      : await client.responses.create(request);
     const calls = response.output.filter((item) => item.type === "function_call");
-    if (calls.length === 0) return response.output_text; // the SDK joins the message's output_text parts
+    if (calls.length === 0) {
+      // The SDK joins the message's output_text parts; a refusal part instead is the answer.
+      const refusal = response.output.flatMap((item) => (item.type === "message" ? item.content : []))
+        .filter((part) => part.type === "refusal").map((part) => part.refusal).join("");
+      return response.output_text || refusal;
+    }
     input.push(...response.output); // the output items as received, then one function_call_output per call
     for (const call of calls)
       input.push({ type: "function_call_output", call_id: call.call_id, output: run(call.name, call.arguments) });
@@ -109,9 +150,9 @@ process.exitCode = 1;
 try {
   const answer = api === "responses" ? await responsesFlow() : await chatFlow();
   if (answer === null) {
-    console.error("error: the model still asks for tools after 8 rounds");
+    console.error(`error: the model still asks for tools after ${maxRounds} rounds, even when asked to answer`);
   } else {
-    console.log(answer);
+    if (!stream) console.log(answer); // streamed, it has been shown as it arrived
     process.exitCode = 0;
   }
 } catch (error) {
