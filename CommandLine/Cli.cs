@@ -64,7 +64,8 @@ static class Cli
                              (offline: weather-stream.json, responses-weather-stream.json, anthropic-weather-stream.json)
           --retries N        send a request again up to N times after 408, 409, 429, 5xx, a timeout or a
                              connection error, waiting as the server asks or backing off (default 2)
-          --timeout SECONDS  the most one request may take, response body (or whole stream) included (default 60)
+          --timeout SECONDS  the most one attempt may take, response body (or whole stream) included; each
+                             retry gets its own (default 60)
           --max-response-mb N
                              the most one response may be, in MB, a whole stream included; past it, it is
                              not read further (default 64)

@@ -822,6 +822,35 @@ public class StreamRetryTests
     }
 
     [Fact]
+    public async Task StreamCutAfterItsFirstEvent_IsRecordedWithTheEventsThatCame()
+    {
+        int firstEvent = Encoding.UTF8.GetByteCount(StreamWire.Sse([StreamWire.Text("Hi")]));
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Answer with { Fault = new Fault(CloseAfterBytes: firstEvent + 10) }, Answer));
+        using var http = new HttpClient();
+        var recorder = new Recorder(server.BaseUrl);
+        ResilientChatClient chat = Client(http, server.BaseUrl, new StringWriter(), new StringWriter(), recorder: recorder);
+
+        await Assert.ThrowsAsync<FlowException>(() => chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None));
+
+        Interaction kept = Assert.Single(recorder.Interactions);
+        Assert.Equal("Hi", (string?)Assert.Single(kept.ResponseEvents!)!["choices"]![0]!["delta"]!["content"]);
+    }
+
+    [Fact]
+    public async Task StreamCutBeforeItsFirstEvent_IsNotRecorded_OnlyTheRetryThatAnswered()
+    {
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(Answer with { Fault = new Fault(CloseAfterBytes: 0) }, Answer));
+        using var http = new HttpClient();
+        var recorder = new Recorder(server.BaseUrl);
+        ResilientChatClient chat = Client(http, server.BaseUrl, new StringWriter(), new StringWriter(), recorder: recorder);
+
+        await chat.PostAsync(Hello.DeepClone().AsObject(), CancellationToken.None);
+
+        Interaction kept = Assert.Single(recorder.Interactions);
+        Assert.Equal(Answer.ResponseEvents!.Count, kept.ResponseEvents!.Count);
+    }
+
+    [Fact]
     public async Task TimeoutInTheMiddleOfAStream_IsAnErrorLine_NotARetry()
     {
         var clock = new ManualClock();
@@ -843,8 +872,9 @@ public class StreamRetryTests
         Assert.Empty(RetryLines(stderr));
     }
 
-    static ResilientChatClient Client(HttpClient http, string baseUrl, TextWriter stdout, TextWriter stderr, ManualClock? clock = null) =>
-        new(http, baseUrl, Apis.Chat, null, new StepLog(stderr))
+    static ResilientChatClient Client(
+        HttpClient http, string baseUrl, TextWriter stdout, TextWriter stderr, ManualClock? clock = null, Recorder? recorder = null) =>
+        new(http, baseUrl, Apis.Chat, null, new StepLog(stderr), recorder)
         {
             Retries = new RetryPolicy { MaxRetries = 2, Delay = new NotedWaits().Delay, Time = clock ?? (TimeProvider)TimeProvider.System },
             StreamTextTo = stdout,
