@@ -132,7 +132,7 @@ static class Schema
 
     static string Describe(JsonNode type) => type is JsonArray anyOf
         ? string.Join(" or ", anyOf.Select(t => Describe(t!)))
-        : Json.String(type) switch { "object" => "an object", "array" => "an array", "integer" => "an integer", string t => $"a {t}", null => "?" };
+        : Json.String(type) switch { "object" => "an object", "array" => "an array", "integer" => "an integer", "null" => "null", string t => $"a {t}", null => "?" };
 
     static string Join(string path, string name) => path.Length == 0 ? name : $"{path}.{name}";
 }

@@ -80,6 +80,8 @@ public class ToolCallTests
             ToolRuns.Content("forecast", """{"days":[{"unit":"c"},{"unit":"k"}]}""", tools));
         Assert.Equal("Error: forecast: missing required argument 'days[0].unit' (a string).",
             ToolRuns.Content("forecast", """{"days":[{}]}""", tools));
+        Assert.Equal("Error: forecast: argument 'note' must be a string or null, not a number.",
+            ToolRuns.Content("forecast", """{"days":[],"note":3}""", tools));
     }
 }
 
