@@ -52,29 +52,35 @@ static class ArgumentChecks
 /// </summary>
 static class Schema
 {
+    // Both walks below index into objects and arrays (GetAt, [i]) rather than foreach over them: they run on every
+    // call, and a JsonObject's or JsonArray's enumerator is a boxed interface, an allocation each time.
+
     /// <summary>The first way `value` breaks `schema`, as a sentence for the model, or null when it fits.</summary>
     public static string? FirstProblem(JsonNode? value, JsonObject schema, string path)
     {
-        string Where() => path.Length == 0 ? "the arguments" : $"argument '{path}'";
         if (schema["type"] is JsonNode type && !TypeMatches(value, type))
-            return $"{Where()} must be {Describe(type)}, not {Json.KindName(value)}";
-        if (schema["enum"] is JsonArray allowed && !allowed.Any(a => JsonNode.DeepEquals(a, value)))
-            return $"{Where()} must be one of {Json.Compact(allowed)}, not {Json.Compact(value)}";
+            return $"{Where(path)} must be {Describe(type)}, not {Json.KindName(value)}";
+        if (schema["enum"] is JsonArray allowed && !Contains(allowed, value))
+            return $"{Where(path)} must be one of {Json.Compact(allowed)}, not {Json.Compact(value)}";
         if (value is JsonObject obj)
         {
-            JsonObject properties = schema["properties"] as JsonObject ?? [];
-            foreach (JsonNode? required in schema["required"] as JsonArray ?? [])
+            JsonObject? properties = schema["properties"] as JsonObject;
+            if (schema["required"] is JsonArray required)
             {
-                string name = Json.String(required) ?? "";
-                if (!obj.ContainsKey(name))
+                for (int i = 0; i < required.Count; i++)
                 {
-                    string hint = Json.At(properties, name, "type") is JsonNode t ? $" ({Describe(t)})" : "";
-                    return $"missing required argument '{Join(path, name)}'{hint}";
+                    string name = Json.String(required[i]) ?? "";
+                    if (!obj.ContainsKey(name))
+                    {
+                        string hint = Json.At(properties, name, "type") is JsonNode t ? $" ({Describe(t)})" : "";
+                        return $"missing required argument '{Join(path, name)}'{hint}";
+                    }
                 }
             }
-            foreach ((string name, JsonNode? propertyValue) in obj)
+            for (int i = 0; i < obj.Count; i++)
             {
-                if (properties[name] is JsonObject propertySchema &&
+                (string name, JsonNode? propertyValue) = obj.GetAt(i);
+                if (properties?[name] is JsonObject propertySchema &&
                     FirstProblem(propertyValue, propertySchema, Join(path, name)) is string problem)
                     return problem;
             }
@@ -95,29 +101,58 @@ static class Schema
     {
         if (value is JsonObject obj)
         {
-            if (obj.Any(p => p.Value is null)) // most calls have none: then there is nothing to look up
+            for (int i = obj.Count - 1; i >= 0; i--) // backwards, so that a removal moves nothing still to be read
             {
-                HashSet<string?> required = [.. (schema["required"] as JsonArray ?? []).Select(Json.String)];
-                foreach (string name in obj.Where(p => p.Value is null && !required.Contains(p.Key)).Select(p => p.Key).ToList())
-                    obj.Remove(name);
-            }
-            foreach ((string name, JsonNode? property) in obj)
-            {
-                if (property is JsonObject or JsonArray && Json.At(schema, "properties", name) is JsonObject propertySchema)
+                (string name, JsonNode? property) = obj.GetAt(i);
+                if (property is null && !IsRequired(schema, name))
+                    obj.RemoveAt(i);
+                else if (property is JsonObject or JsonArray && Json.At(schema, "properties", name) is JsonObject propertySchema)
                     RemoveNullOptionals(property, propertySchema);
             }
         }
         if (value is JsonArray array && schema["items"] is JsonObject itemSchema)
         {
-            foreach (JsonNode? item in array)
-                RemoveNullOptionals(item, itemSchema);
+            for (int i = 0; i < array.Count; i++)
+                RemoveNullOptionals(array[i], itemSchema);
         }
     }
 
-    static bool TypeMatches(JsonNode? value, JsonNode type) => type switch
+    static bool IsRequired(JsonObject schema, string name)
     {
-        JsonArray anyOf => anyOf.Any(t => t is not null && TypeMatches(value, t)),
-        _ => Json.String(type) switch
+        JsonArray? required = schema["required"] as JsonArray;
+        for (int i = 0; i < required?.Count; i++)
+        {
+            if (Json.String(required[i]) == name)
+                return true;
+        }
+        return false;
+    }
+
+    static string Where(string path) => path.Length == 0 ? "the arguments" : $"argument '{path}'";
+
+    /// <summary>Whether `values` holds a value equal to `value`, as JSON (1 equals 1.0, key order does not count).</summary>
+    static bool Contains(JsonArray values, JsonNode? value)
+    {
+        for (int i = 0; i < values.Count; i++)
+        {
+            if (JsonNode.DeepEquals(values[i], value))
+                return true;
+        }
+        return false;
+    }
+
+    static bool TypeMatches(JsonNode? value, JsonNode type)
+    {
+        if (type is JsonArray anyOf) // ["string", "null"]: any one of them
+        {
+            for (int i = 0; i < anyOf.Count; i++)
+            {
+                if (anyOf[i] is JsonNode one && TypeMatches(value, one))
+                    return true;
+            }
+            return false;
+        }
+        return Json.String(type) switch
         {
             "object" => value is JsonObject,
             "array" => value is JsonArray,
@@ -127,8 +162,8 @@ static class Schema
             "integer" => value?.GetValueKind() == JsonValueKind.Number && value.GetValue<double>() % 1 == 0,
             "null" => value is null,
             _ => true, // a type this check does not know: let the function decide
-        },
-    };
+        };
+    }
 
     static string Describe(JsonNode type) => type is JsonArray anyOf
         ? string.Join(" or ", anyOf.Select(t => Describe(t!)))

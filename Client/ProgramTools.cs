@@ -47,16 +47,16 @@ static class ProgramTools
     {
         Run = async (arguments, cancellationToken) =>
         {
-            using var timeout = new CancellationTokenSource(limits.Timeout, limits.Time);
-            using var either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+            // The call's own token: cancelled by Ctrl+C (the flow's token) or, below, when the call has run too long.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             string result;
             try
             {
-                result = await tool.Run(arguments, either.Token).WaitAsync(limits.Timeout, limits.Time, cancellationToken);
+                result = await tool.Run(arguments, stop.Token).WaitAsync(limits.Timeout, limits.Time, cancellationToken);
             }
-            catch (Exception e) when (e is TimeoutException || e is OperationCanceledException && timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            catch (TimeoutException)
             {
-                either.Cancel(); // tell the call to stop: whether it does or not, it is not waited for
+                stop.Cancel(); // tell the call to stop: whether it does or not, it is not waited for
                 throw new TimeoutException($"timed out after {limits.Timeout.TotalSeconds:0.#} s (--tool-timeout), so it was stopped");
             }
             if (result.Length <= limits.MaxResultChars)

@@ -287,9 +287,9 @@ sealed class ResilientChatClient : ChatClient
     /// </summary>
     static JsonObject ReadCompletion(int status, string? contentType, ReadOnlySpan<byte> body, Api api)
     {
-        string what = $"HTTP {status}, but the response body";
+        string What() => $"HTTP {status}, but the response body"; // built only for an error: most bodies are fine
         if (body.Trim(" \t\r\n"u8).IsEmpty)
-            throw new FlowException($"{what} is empty: there is no completion to read.");
+            throw new FlowException($"{What()} is empty: there is no completion to read.");
         JsonNode? json;
         try
         {
@@ -298,15 +298,15 @@ sealed class ResilientChatClient : ChatClient
         catch (JsonException e)
         {
             if (Json.IsCutOff(body))
-                throw new FlowException($"{what} is cut off: its {body.Length} bytes end in the middle of the JSON. Try again.");
+                throw new FlowException($"{What()} is cut off: its {body.Length} bytes end in the middle of the JSON. Try again.");
             string type = contentType is null or "application/json" ? "" : $" ({contentType})";
             string start = Encoding.UTF8.GetString(body[..Math.Min(body.Length, 40)]).ReplaceLineEndings(" ") + (body.Length > 40 ? "…" : "");
             throw new FlowException(
-                $"{what}{type} is not JSON ({ToolCalling.FirstSentence(e.Message)}); it starts with \"{start}\". " +
+                $"{What()}{type} is not JSON ({ToolCalling.FirstSentence(e.Message)}); it starts with \"{start}\". " +
                 $"Check that the base URL points at {api.Describes}.");
         }
         if (json is not JsonObject completion)
-            throw new FlowException($"{what} is {Json.KindName(json)}, not a JSON object.");
+            throw new FlowException($"{What()} is {Json.KindName(json)}, not a JSON object.");
         // "\ud800" alone parses, but could not be written back into the trace or the history. Only a \u escape can
         // spell one, so only a body with such an escape needs the trial write (most have none: it costs a copy).
         try
@@ -316,7 +316,7 @@ sealed class ResilientChatClient : ChatClient
         }
         catch (InvalidOperationException)
         {
-            throw new FlowException($"{what} holds a string that is not valid Unicode (an unpaired \\uD800-\\uDFFF escape).");
+            throw new FlowException($"{What()} holds a string that is not valid Unicode (an unpaired \\uD800-\\uDFFF escape).");
         }
         return completion;
     }
