@@ -113,8 +113,11 @@ sealed class ResilientChatClient : ChatClient
     {
         for (int retry = 0; ; retry++)
         {
-            using var timeout = new CancellationTokenSource(Retries.Timeout, Retries.Time);
-            using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+            // One token for the attempt: cancelled when its time is up, or by Ctrl+C (the caller's token). The filters
+            // below tell the two apart by asking the caller's token.
+            using var attempt = new CancellationTokenSource(Retries.Timeout, Retries.Time);
+            using CancellationTokenRegistration ctrlC =
+                cancellationToken.UnsafeRegister(static source => ((CancellationTokenSource)source!).Cancel(), attempt);
             FailedAttempt failure;
             try
             {
@@ -141,7 +144,7 @@ sealed class ResilientChatClient : ChatClient
                 failure = new FailedAttempt(
                     $"a connection error ({reason})", $"could not reach {Url} ({reason}). Check the base URL and that the server is running.", Retriable: true);
             }
-            catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            catch (OperationCanceledException) when (attempt.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
             {
                 string seconds = RetryPolicy.Seconds(Retries.Timeout);
                 failure = new FailedAttempt(

@@ -269,6 +269,25 @@ public class ClientRetryTests
     }
 
     [Fact]
+    public async Task CtrlCWhileWaitingForAResponse_CancelsTheRun_NotARetryNorATimeout()
+    {
+        var clock = new ManualClock();
+        var stderr = new StringWriter();
+        Interaction late = Answer with { Fault = new Fault(DelayMs: 600_000) };
+        await using ReplayServer server = ReplayServer.Start(Wire.Cassette(late));
+        using var http = new HttpClient();
+        using var ctrlC = new CancellationTokenSource();
+        ResilientChatClient chat = Client(http, server.BaseUrl, new NotedWaits(), stderr, retries: 2, clock: clock);
+
+        Task<JsonObject> post = chat.PostAsync(Hello.DeepClone().AsObject(), ctrlC.Token);
+        await clock.TimerPendingAsync(TimeSpan.FromSeconds(60)); // the attempt is under way
+        ctrlC.Cancel();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => post.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Empty(RetryLines(stderr));
+    }
+
+    [Fact]
     public async Task BodyDrippingPastTheTimeout_IsCutByTheTimeout()
     {
         var clock = new ManualClock();
