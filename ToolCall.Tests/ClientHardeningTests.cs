@@ -12,7 +12,7 @@ namespace ToolCall.Tests;
 /// </summary>
 public class ClientHardeningTests
 {
-    const string AnthropicKey = "sk-ant-test-0123456789abcdef";
+    const string TestKey = "fake-test-key-0123456789abcdef"; // no provider's prefix: plainly not a real key
 
     [Theory]
     [InlineData("anthropic", false)]
@@ -24,7 +24,7 @@ public class ClientHardeningTests
         string location = elsewhere.BaseUrl + (api == "anthropic" ? "/messages" : "/chat/completions");
         using var redirecting = new HeaderCapturingServer(Encoding.ASCII.GetBytes(
             $"HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
-        var environment = new Dictionary<string, string> { ["ANTHROPIC_API_KEY"] = AnthropicKey, ["OPENAI_API_KEY"] = AnthropicKey };
+        var environment = new Dictionary<string, string> { ["ANTHROPIC_API_KEY"] = TestKey, ["OPENAI_API_KEY"] = TestKey };
         string[] args = ["Hi?", "--api", api, "--base-url", redirecting.BaseUrl, "--retries", "0", .. stream ? new[] { "--stream" } : []];
 
         CliResult run = await App.RunAsync(environment, args);
@@ -32,7 +32,7 @@ public class ClientHardeningTests
         Assert.Equal(1, run.ExitCode);
         Assert.Contains($"error: HTTP 307 Temporary Redirect: the server redirects to {location}. Redirects are not followed", run.Stderr);
         Assert.False(elsewhere.RequestHead.IsCompleted, "the client followed the redirect");
-        Assert.Contains(api == "anthropic" ? "x-api-key: " + AnthropicKey : "Authorization: Bearer " + AnthropicKey, await redirecting.RequestHead);
+        Assert.Contains(api == "anthropic" ? "x-api-key: " + TestKey : "Authorization: Bearer " + TestKey, await redirecting.RequestHead);
     }
 
     [Fact]
@@ -120,7 +120,7 @@ public class ClientHardeningTests
     }
 
     [Theory]
-    [InlineData("sk-test-key-from-a-windows-file\r\n", "ends with a line break (CR or LF)")]
+    [InlineData("fake-key-from-a-windows-file\r\n", "ends with a line break (CR or LF)")]
     [InlineData("sk-test-key\n", "ends with a line break (CR or LF)")]
     [InlineData("sk-tést-key", "holds a character an HTTP header cannot carry (U+00E9, character 5 of 11)")]
     [InlineData("sk-test key", "holds a character an HTTP header cannot carry (U+0020, character 8 of 11)")]
@@ -139,34 +139,34 @@ public class ClientHardeningTests
         using var dir = new TempDir();
         byte[] body = Encoding.UTF8.GetBytes(new JsonObject
         {
-            ["error"] = new JsonObject { ["message"] = $"Incorrect API key provided: {AnthropicKey}. Check it.", ["type"] = "invalid_request_error" },
+            ["error"] = new JsonObject { ["message"] = $"Incorrect API key provided: {TestKey}. Check it.", ["type"] = "invalid_request_error" },
         }.ToJsonString());
         using var server = new HeaderCapturingServer(Encoding.ASCII.GetBytes(
             $"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n").Concat(body).ToArray());
 
-        CliResult run = await App.RunAsync(new Dictionary<string, string> { ["OPENAI_API_KEY"] = AnthropicKey },
+        CliResult run = await App.RunAsync(new Dictionary<string, string> { ["OPENAI_API_KEY"] = TestKey },
             "Hi?", "--base-url", server.BaseUrl, "--trace", "--record", dir.File("run.json"));
 
         Assert.Equal(1, run.ExitCode);
         Assert.Contains("error: HTTP 401 Unauthorized: Incorrect API key provided: [redacted]. Check it.", run.Stderr);
-        Assert.DoesNotContain(AnthropicKey, run.Stderr);
-        Assert.DoesNotContain(AnthropicKey, File.ReadAllText(dir.File("run.json")));
+        Assert.DoesNotContain(TestKey, run.Stderr);
+        Assert.DoesNotContain(TestKey, File.ReadAllText(dir.File("run.json")));
         Assert.Contains("[redacted]", File.ReadAllText(dir.File("run.json")));
     }
 
     [Fact]
     public async Task KeyEchoedInAStream_IsRedactedBeforeAnythingReadsIt()
     {
-        var events = $"data: {{\"error\":{{\"message\":\"bad key {AnthropicKey}\"}}}}\n\n";
+        var events = $"data: {{\"error\":{{\"message\":\"bad key {TestKey}\"}}}}\n\n";
         var endless = new EndlessStream(Encoding.UTF8.GetBytes(events), null);
         using var http = new HttpClient(new StreamingHandler(endless, "text/event-stream"));
         var recorder = new Recorder("http://echo.invalid/v1");
-        var chat = new ResilientChatClient(http, "http://echo.invalid/v1", Apis.Chat, AnthropicKey, StepLog.Silent, recorder) { StreamTextTo = TextWriter.Null };
+        var chat = new ResilientChatClient(http, "http://echo.invalid/v1", Apis.Chat, TestKey, StepLog.Silent, recorder) { StreamTextTo = TextWriter.Null };
 
         FlowException error = await Assert.ThrowsAsync<FlowException>(() => chat.PostAsync(Wire.Request(Wire.User("Hi?"))));
 
         Assert.Equal("the stream carried an error instead of the next chunk: bad key [redacted]", error.Message);
-        Assert.DoesNotContain(AnthropicKey, Cassette(recorder));
+        Assert.DoesNotContain(TestKey, Cassette(recorder));
     }
 
     [Fact]
